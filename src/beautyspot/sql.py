@@ -1,0 +1,337 @@
+"""SQL shared by the writer (``SQLiteTaskDB``), the read-only reader and maintenance.
+
+Everything here works on a plain ``sqlite3.Connection`` and a :class:`Schema` (the
+columns a DB really has: old DBs lack some, and read-only paths never migrate).
+
+Timestamp comparisons never compare strings.  :func:`before_sql` builds a predicate
+that is exact for every stored format (see :mod:`beautyspot.timeutil`):
+
+* an index range on the raw column bounds the candidates (``col < 'YYYY-MM-DD'`` two
+  days past the cutoff: no offset moves a value by more than that), so the query
+  SEARCHes the index instead of scanning the table;
+* ``julianday()`` (C, fast) decides every row further than 2 ms from the cutoff,
+  after the same validity checks :func:`~beautyspot.timeutil.parse_instant` applies;
+* the Python function ``bs_ts_lt`` decides the rare rows within 2 ms of the cutoff,
+  at full microsecond precision (SQLite rounds to milliseconds).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from dataclasses import dataclass
+
+from .timeutil import from_instant, julian_day, parse_instant
+
+TASK_COLUMNS = (
+    "cache_key",
+    "func_name",
+    "func_identifier",
+    "input_id",
+    "result_type",
+    "result_value",
+    "result_data",
+    "content_type",
+    "version",
+    "expires_at",
+    "updated_at",
+)
+
+# Upstream's table, column for column, so upstream keeps reading what we write.
+CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS tasks (
+    cache_key TEXT PRIMARY KEY,
+    func_name TEXT,
+    func_identifier TEXT,
+    input_id  TEXT,
+    result_type TEXT,
+    result_value TEXT,
+    result_data BLOB,
+    content_type TEXT,
+    version TEXT,
+    expires_at TIMESTAMP,
+    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+)
+"""
+
+# Columns init_schema() may have to add to an old DB, with their types.
+MIGRATED_COLUMNS = (
+    ("func_identifier", "TEXT"),
+    ("result_data", "BLOB"),
+    ("content_type", "TEXT"),
+    ("version", "TEXT"),
+    ("expires_at", "TIMESTAMP"),
+)
+
+# (name, column it needs, SQL). The first two are upstream's; the others are ours and
+# harmless to upstream: updated_at drives prune, result_value answers "is this blob
+# still referenced?" without a scan.
+INDEXES = (
+    ("idx_func_identifier", "func_identifier", "ON tasks(func_identifier)"),
+    ("idx_expires_at", "expires_at", "ON tasks(expires_at)"),
+    ("idx_updated_at", "updated_at", "ON tasks(updated_at)"),
+    ("idx_result_value", "result_value", "ON tasks(result_value) WHERE result_value IS NOT NULL"),
+)
+
+_BAND_DAYS = 2 / 86_400_000  # 2 ms, in days
+# Greater than every valid date string, so a cutoff past year 9999 still bounds.
+_TOP_DATE = "9999-99-99"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns of one DB's ``tasks`` table."""
+
+    columns: frozenset[str]
+
+    def col(self, name: str) -> str:
+        """The column, or ``NULL`` where an old DB lacks it."""
+        return name if name in self.columns else "NULL"
+
+    def has(self, name: str) -> bool:
+        return name in self.columns
+
+    @property
+    def function(self) -> str:
+        """Display name of a row's function: func_identifier, else func_name."""
+        if self.has("func_identifier"):
+            return "COALESCE(func_identifier, func_name)"
+        return "func_name"
+
+    def func_filter(self, param: str = "func") -> str:
+        """A ``--func`` filter: matches func_name or func_identifier."""
+        if self.has("func_identifier"):
+            return f"(func_name = :{param} OR func_identifier = :{param})"
+        return f"func_name = :{param}"
+
+
+def read_schema(conn: sqlite3.Connection) -> Schema | None:
+    """The schema of ``tasks``, or None when the DB has no such table."""
+    rows = conn.execute("PRAGMA table_info(tasks)").fetchall()
+    if not rows:
+        return None
+    return Schema(frozenset(str(r[1]) for r in rows))
+
+
+def _ts_lt(value: object, instant: int) -> int | None:
+    parsed = parse_instant(value)
+    if parsed is None:
+        return None
+    return int(parsed < instant)
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """Install the SQL functions the predicates use (per connection)."""
+    conn.create_function("bs_ts_lt", 2, _ts_lt, deterministic=True)
+
+
+def valid_ts_sql(col: str) -> str:
+    """SQL: *col* holds a timestamp :func:`parse_instant` accepts."""
+    head = f"substr({col}, 1, 19)"
+    return (
+        f"(typeof({col}) = 'text' AND {col} >= '0001' AND julianday({col}) IS NOT NULL"
+        f" AND strftime('%Y-%m-%d %H:%M:%S', julianday({head})) = replace({head}, 'T', ' '))"
+    )
+
+
+def before_sql(col: str, param: str) -> str:
+    """SQL: *col*'s instant is strictly before the cutoff bound by :func:`before_params`."""
+    return (
+        f"({col} < :{param}_hi AND julianday({col}) < :{param}_band_hi"
+        f" AND {valid_ts_sql(col)}"
+        f" AND (julianday({col}) < :{param}_band_lo OR bs_ts_lt({col}, :{param}_us)))"
+    )
+
+
+def before_params(param: str, instant: int) -> dict[str, object]:
+    """Parameters for :func:`before_sql` with the cutoff *instant* (µs since epoch)."""
+    jd = julian_day(instant)
+    try:
+        hi = (from_instant(instant) + dt.timedelta(days=2)).date().isoformat()
+    except OverflowError:
+        hi = _TOP_DATE
+    return {
+        f"{param}_hi": hi,
+        f"{param}_band_lo": jd - _BAND_DAYS,
+        f"{param}_band_hi": jd + _BAND_DAYS,
+        f"{param}_us": instant,
+    }
+
+
+def order_key_sql(col: str) -> str:
+    """SQL sort key of a timestamp column by instant; unparsable values sort as NULL."""
+    return f"(CASE WHEN {valid_ts_sql(col)} THEN julianday({col}) END)"
+
+
+def next_prefix(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with *prefix*.
+
+    SQLite compares TEXT bytewise (UTF-8), which is code-point order, so bumping the
+    last code point gives the exclusive upper bound of an index range.
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if code == 0xD800:  # surrogates cannot be stored; skip their block
+            code = 0xE000
+        if code <= 0x10FFFF:
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def prefix_range_sql(col: str) -> str:
+    return f"({col} >= :prefix AND (:prefix_end IS NULL OR {col} < :prefix_end))"
+
+
+def prefix_params(prefix: str) -> dict[str, object]:
+    return {"prefix": prefix, "prefix_end": next_prefix(prefix)}
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows a deletion (or its preview) selects; every set field must match.
+
+    ``expired_before`` and ``updated_before`` are instants (µs since the epoch): the
+    plan fixes them once so the run deletes exactly what the preview showed.
+    """
+
+    expired_before: int | None = None
+    updated_before: int | None = None
+    func: str | None = None
+    keys: tuple[str, ...] | None = None
+
+    def driving_column(self, schema: Schema) -> str | None:
+        """The indexed column a keyset walk follows (None: walk rowids)."""
+        if self.updated_before is not None and schema.has("updated_at"):
+            return "updated_at"
+        if self.expired_before is not None and schema.has("expires_at"):
+            return "expires_at"
+        return None
+
+    def where(self, schema: Schema) -> tuple[str, dict[str, object]]:
+        """SQL condition and parameters; a filter on a missing column matches nothing."""
+        terms: list[str] = []
+        params: dict[str, object] = {}
+        if self.expired_before is not None:
+            if not schema.has("expires_at"):
+                return "0", {}
+            terms.append("expires_at IS NOT NULL AND " + before_sql("expires_at", "exp"))
+            params.update(before_params("exp", self.expired_before))
+        if self.updated_before is not None:
+            if not schema.has("updated_at"):
+                return "0", {}
+            terms.append(before_sql("updated_at", "upd"))
+            params.update(before_params("upd", self.updated_before))
+        if self.func is not None:
+            terms.append(schema.func_filter())
+            params["func"] = self.func
+        if self.keys is not None:
+            if not self.keys:
+                return "0", {}
+            names = []
+            for i, key in enumerate(self.keys):
+                names.append(f":k{i}")
+                params[f"k{i}"] = key
+            terms.append(f"cache_key IN ({', '.join(names)})")
+        return (" AND ".join(terms) or "1"), params
+
+
+def row_select(schema: Schema) -> str:
+    """Columns every row listing returns, in :class:`TaskRow` order."""
+    return (
+        f"rowid, cache_key, func_name, {schema.function}, {schema.col('result_type')},"
+        f" {schema.col('result_value')}, length({schema.col('result_data')}),"
+        f" {schema.col('expires_at')}, {schema.col('updated_at')}, {schema.col('version')}"
+    )
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One task's metadata (no payload). ``data_size`` is len(result_data) or None."""
+
+    rowid: int
+    cache_key: str
+    func_name: str | None
+    function: str | None
+    result_type: str | None
+    result_value: str | None
+    data_size: int | None
+    expires_at: object
+    updated_at: object
+    version: str | None
+
+    @classmethod
+    def from_sql(cls, row: tuple) -> TaskRow:
+        return cls(*row)
+
+
+def select_batch(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    rfilter: RowFilter,
+    after: tuple | None,
+    limit: int,
+) -> tuple[list[TaskRow], tuple | None]:
+    """Next *limit* matching rows after keyset position *after*; returns (rows, position).
+
+    The walk follows the filter's driving index (or rowid), so rows examined and
+    rejected are never examined again: a walk is linear in the candidates, however
+    many batches it takes.
+    """
+    cond, params = rfilter.where(schema)
+    params = dict(params, limit=limit)
+    driving = rfilter.driving_column(schema)
+    if driving is None:
+        order = "rowid"
+        if after is not None:
+            cond += " AND rowid > :after_r"
+            params["after_r"] = after[0]
+        sql = f"SELECT {row_select(schema)} FROM tasks WHERE {cond} ORDER BY rowid LIMIT :limit"
+        rows = [TaskRow.from_sql(r) for r in conn.execute(sql, params)]
+        return rows, ((rows[-1].rowid,) if rows else after)
+    order = f"{driving}, rowid"
+    if after is not None:
+        cond += f" AND ({driving}, rowid) > (:after_v, :after_r)"
+        params["after_v"], params["after_r"] = after
+    sql = (
+        f"SELECT {row_select(schema)}, {driving} FROM tasks WHERE {cond}"
+        f" ORDER BY {order} LIMIT :limit"
+    )
+    raw = conn.execute(sql, params).fetchall()
+    rows = [TaskRow.from_sql(r[:-1]) for r in raw]
+    return rows, ((raw[-1][-1], raw[-1][0]) if raw else after)
+
+
+def iter_rows(conn: sqlite3.Connection, schema: Schema, rfilter: RowFilter, batch: int = 5000):
+    """Every row matching *rfilter*, streamed in keyset batches."""
+    after = None
+    while True:
+        rows, after = select_batch(conn, schema, rfilter, after, batch)
+        yield from rows
+        if len(rows) < batch:
+            return
+
+
+def delete_rowids(conn: sqlite3.Connection, rowids: list[int]) -> int:
+    """Delete rows by rowid in the current transaction; returns how many went."""
+    before = conn.total_changes
+    conn.executemany("DELETE FROM tasks WHERE rowid = ?", [(r,) for r in rowids])
+    return conn.total_changes - before
+
+
+def ensure_indexes(conn: sqlite3.Connection, schema: Schema) -> None:
+    """Create the indexes this schema can have (idempotent, upstream-compatible)."""
+    for name, column, body in INDEXES:
+        if schema.has(column):
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {name} {body}")
+
+
+def is_referenced(conn: sqlite3.Connection, location: str) -> bool:
+    """Does any row name *location* as its blob?"""
+    row = conn.execute(
+        "SELECT 1 FROM tasks WHERE result_value = ? AND result_value IS NOT NULL LIMIT 1",
+        (location,),
+    ).fetchone()
+    return row is not None
