@@ -308,6 +308,17 @@ class TaskReader:
         except sqlite3.Error as exc:
             raise describe_sqlite_error(self.path, exc) from None
 
+    def iter_blob_locations(self) -> Iterator[object]:
+        """result_value of every row that has one (one row each: counts matter)."""
+        if not self.schema.has("result_value"):
+            return
+        try:
+            cur = self.conn.execute("SELECT result_value FROM tasks WHERE result_value IS NOT NULL")
+            for (location,) in cur:
+                yield location
+        except sqlite3.Error as exc:
+            raise describe_sqlite_error(self.path, exc) from None
+
     def blob_refs(self) -> set[str]:
         """Every blob location any row names (conservative: any non-NULL result_value)."""
         col = self.schema.col("result_value")
@@ -316,6 +327,77 @@ class TaskReader:
             for r in self._run(f"SELECT DISTINCT {col} FROM tasks WHERE {col} IS NOT NULL")
             if isinstance(r[0], str)
         }
+
+    # Aggregates for the maintenance tool, computed in SQL so a million rows never
+    # become a million Python objects.
+
+    def aggregate(self, rfilter: q.RowFilter) -> list[tuple[str, int, int, str | None]]:
+        """(function, rows, inline payload bytes, oldest updated_at as UTC text) per function."""
+        cond, params = rfilter.where(self.schema)
+        s = self.schema
+        return [
+            (fn if fn is not None else "", int(n), int(b or 0), oldest)
+            for fn, n, b, oldest in self._run(
+                f"SELECT {s.function} AS fn, count(*), total(length({s.col('result_data')})),"
+                f" strftime('%Y-%m-%d %H:%M:%S', min({q.order_key_sql(s.col('updated_at'))}))"
+                f" FROM tasks WHERE {cond} GROUP BY fn ORDER BY fn",
+                params,
+            )
+        ]
+
+    def file_refs(self, rfilter: q.RowFilter) -> Iterator[tuple[str, str, str]]:
+        """(cache_key, function, result_value) of matching rows that name a blob file."""
+        cond, params = rfilter.where(self.schema)
+        s = self.schema
+        if not s.has("result_value"):
+            return iter(())
+        sql = (
+            f"SELECT cache_key, {s.function}, result_value FROM tasks"
+            f" WHERE {cond} AND result_value IS NOT NULL"
+        )
+        try:
+            return iter(self.conn.execute(sql, params).fetchall())
+        except sqlite3.Error as exc:
+            raise describe_sqlite_error(self.path, exc) from None
+
+    def oldest(self, rfilter: q.RowFilter, n: int) -> list[tuple[str, str, object]]:
+        cond, params = rfilter.where(self.schema)
+        s = self.schema
+        return self._run(
+            f"SELECT cache_key, {s.function}, {s.col('updated_at')} FROM tasks WHERE {cond}"
+            f" ORDER BY {q.order_key_sql(s.col('updated_at'))} LIMIT {int(n)}",
+            params,
+        )
+
+    def count_matching(self, rfilter: q.RowFilter) -> int:
+        cond, params = rfilter.where(self.schema)
+        return int(self._run(f"SELECT count(*) FROM tasks WHERE {cond}", params)[0][0])
+
+    def time_range(self) -> tuple[str | None, str | None]:
+        """Oldest and newest updated_at (UTC text) over parsable values."""
+        s = self.schema
+        if not s.has("updated_at"):
+            return None, None
+        key = q.order_key_sql("updated_at")
+        lo, hi = self._run(
+            f"SELECT strftime('%Y-%m-%d %H:%M:%S', min({key})),"
+            f" strftime('%Y-%m-%d %H:%M:%S', max({key})) FROM tasks"
+        )[0]
+        return lo, hi
+
+    def list_tasks(self, rfilter: q.RowFilter, limit: int | None) -> list[q.TaskRow]:
+        """Matching rows, newest first (by instant; unparsable timestamps last)."""
+        cond, params = rfilter.where(self.schema)
+        s = self.schema
+        lim = "" if limit is None else f" LIMIT {int(limit)}"
+        return [
+            q.TaskRow.from_sql(r)
+            for r in self._run(
+                f"SELECT {q.row_select(s)} FROM tasks WHERE {cond}"
+                f" ORDER BY {q.order_key_sql(s.col('updated_at'))} DESC, rowid DESC{lim}",
+                params,
+            )
+        ]
 
 
 TaskRow = q.TaskRow

@@ -173,18 +173,26 @@ def _inline_text(value: Any) -> str:
         return _nested_bytes_text(value)
     if isinstance(value, msgpack.Timestamp):
         return _timestamp_text(value)
+    return _str(value)
+
+
+def _key_text(key: Any) -> str:
+    """Keys are converted with ``str()`` (so ``b"k"`` reads ``b'k'``, ``None`` reads ``None``).
+
+    Keys that collide after conversion (``1`` and ``"1"``): the last one wins in the preview.
+    """
+    if isinstance(key, str):
+        return key
+    if isinstance(key, msgpack.Timestamp):
+        return _timestamp_text(key)
+    return _str(key)  # ExtPlaceholder's str() is already "<ext code=N, M bytes>"
+
+
+def _str(value: Any) -> str:
     try:
         return str(value)
     except Exception:
         return f"<{type(value).__name__}>"
-
-
-def _key_text(key: Any) -> str:
-    # Keys are converted with str() (so b"k" shows as "b'k'"), except that bytes and ext
-    # keys get the same readable form as values.  Keys equal after conversion: last wins.
-    if isinstance(key, str):
-        return key
-    return _safe_repr(key) if isinstance(key, tuple) else _inline_text(key)
 
 
 def _jsonable(value: Any) -> Any:

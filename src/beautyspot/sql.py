@@ -21,7 +21,7 @@ import datetime as dt
 import sqlite3
 from dataclasses import dataclass
 
-from .timeutil import from_instant, julian_day, parse_instant
+from .timeutil import MAX_TS_LENGTH, from_instant, julian_day, parse_instant
 
 TASK_COLUMNS = (
     "cache_key",
@@ -127,9 +127,15 @@ def register_functions(conn: sqlite3.Connection) -> None:
 
 def valid_ts_sql(col: str) -> str:
     """SQL: *col* holds a timestamp :func:`parse_instant` accepts."""
+    # substr() yields text with no affinity: on a TIMESTAMP (NUMERIC) column a bare
+    # `col >= '0001'` would compare against the integer 1.  julianday() stops reading
+    # at a NUL and misreads hundreds of fraction digits, hence the length/NUL checks.
     head = f"substr({col}, 1, 19)"
     return (
-        f"(typeof({col}) = 'text' AND {col} >= '0001' AND julianday({col}) IS NOT NULL"
+        f"(typeof({col}) = 'text' AND length({col}) <= {MAX_TS_LENGTH}"
+        f" AND instr({col}, char(0)) = 0"
+        f" AND substr({col}, 1, 4) BETWEEN '0001' AND '9999'"
+        f" AND julianday({col}) IS NOT NULL"
         f" AND strftime('%Y-%m-%d %H:%M:%S', julianday({head})) = replace({head}, 'T', ' '))"
     )
 

@@ -86,7 +86,9 @@ class LocalStorage:
         """Refuse locations that are unsafe whatever the disk holds.
 
         ``\\`` is treated as a separator here even on POSIX: a DB written on Windows may say
-        ``..\\x.bin``, and that must never be taken for a harmless file name.
+        ``..\\x.bin``, and that must never be taken for a harmless file name.  Once accepted,
+        a location is used as written, so on POSIX a ``\\`` stays part of a file name and
+        the path matches what :meth:`iter_blobs` lists.
         """
         if not isinstance(location, str):
             raise UnsafePathError(f"blob location must be text, not {type(location).__name__}")

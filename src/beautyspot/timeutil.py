@@ -37,13 +37,23 @@ _TS_RE = re.compile(
 )
 
 
+# Longer values are unparsable: no real timestamp is, and SQLite misreads fractions
+# of hundreds of digits.
+MAX_TS_LENGTH = 64
+# SQLite's last valid instant: 9999-12-31 23:59:59.999 UTC, fractions rounded to ms.
+_MAX_INSTANT = (dt.date(9999, 12, 31).toordinal() - dt.date(1970, 1, 1).toordinal() + 1) * (
+    86_400 * 1_000_000
+) - 500
+
+
 def parse_instant(value: object) -> int | None:
     """Return *value* as microseconds since the epoch (UTC), or None if unparsable.
 
-    Only ``str`` values are timestamps; numbers, bytes and NULL are unparsable.
-    Fractions beyond microseconds are truncated.
+    Only ``str`` values are timestamps; numbers, bytes and NULL are unparsable, and
+    so is an instant past the end of year 9999 in UTC.  Fractions beyond
+    microseconds are truncated.
     """
-    if type(value) is not str:
+    if type(value) is not str or len(value) > MAX_TS_LENGTH:
         return None
     m = _TS_RE.match(value)
     if m is None:
@@ -64,7 +74,8 @@ def parse_instant(value: object) -> int | None:
     frac = m.group(7)
     micros = int(frac[:6].ljust(6, "0")) if frac else 0
     seconds = hour * 3600 + minute * 60 + second - offset_s
-    return (ordinal - _EPOCH_ORDINAL) * _US_PER_DAY + seconds * _US_PER_SECOND + micros
+    instant = (ordinal - _EPOCH_ORDINAL) * _US_PER_DAY + seconds * _US_PER_SECOND + micros
+    return None if instant >= _MAX_INSTANT else instant
 
 
 def to_instant(moment: dt.datetime) -> int:
@@ -136,9 +147,10 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> dt.timedelta:
     seconds = float(m.group(1)) * _UNITS[m.group(2).lower()]
     if seconds > _MAX_SECONDS:
         raise UsageError(f"duration {text!r} is too large")
-    if seconds == 0 and not allow_zero:
+    delta = dt.timedelta(seconds=seconds)
+    if not delta and not allow_zero:
         raise UsageError(f"duration {text!r} must be greater than zero")
-    return dt.timedelta(seconds=seconds)
+    return delta
 
 
 def parse_cutoff(text: str, now: dt.datetime) -> dt.datetime:
@@ -147,6 +159,13 @@ def parse_cutoff(text: str, now: dt.datetime) -> dt.datetime:
     A cutoff in the future is refused: it would select every row, which is what
     ``clear`` is for.
     """
+    try:
+        return _parse_cutoff(text, now)
+    except OverflowError:
+        raise UsageError(f"cutoff {text!r} is out of range") from None
+
+
+def _parse_cutoff(text: str, now: dt.datetime) -> dt.datetime:
     value = (text or "").strip()
     if value[:1].isdigit() and ("-" in value):
         try:

@@ -169,9 +169,7 @@ def test_relative_base_dir_is_fixed_at_construction(tmp_path: Path, monkeypatch)
 
 
 @needs_symlinks
-def test_symlink_file_pointing_outside_is_refused(
-    storage: LocalStorage, base: Path, outside: Path
-):
+def test_symlink_file_pointing_outside_is_refused(storage: LocalStorage, base: Path, outside: Path):
     storage.save("k", b"x")
     (base / "link.bin").symlink_to(outside)
     for call in (storage.resolve, storage.load, storage.delete, storage.exists):
@@ -293,9 +291,7 @@ def test_list_keys_is_recursive_sorted_and_only_bin_files(storage: LocalStorage,
     assert storage.list_keys() == ["a.bin", "b.bin", "sub/c.bin", "sub/deeper/z.bin"]
 
 
-def test_iter_blobs_reports_size_and_mtime_matching_get_mtime(
-    storage: LocalStorage, base: Path
-):
+def test_iter_blobs_reports_size_and_mtime_matching_get_mtime(storage: LocalStorage, base: Path):
     storage.save("a", b"22")
     (base / "sub").mkdir()
     (base / "sub" / "b.bin").write_bytes(b"4444")
@@ -310,9 +306,7 @@ def test_iter_blobs_reports_size_and_mtime_matching_get_mtime(
         blobs[0].size = 3  # type: ignore[misc]
 
 
-def test_deep_directory_tree_is_walked_without_recursion_limits(
-    storage: LocalStorage, base: Path
-):
+def test_deep_directory_tree_is_walked_without_recursion_limits(storage: LocalStorage, base: Path):
     deep = base.joinpath(*["d"] * 60)
     deep.mkdir(parents=True)
     (deep / "x.bin").write_bytes(b"x")

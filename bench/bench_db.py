@@ -1,0 +1,161 @@
+"""Write throughput of SQLiteTaskDB.save from many threads, against raw sqlite3.
+
+    python bench/bench_db.py [--rows N] [--threads T] [--repeat R]
+
+Each of T threads saves N distinct rows (default 8 x 2,000) through one
+``SQLiteTaskDB`` in a fresh temp dir; every ``save`` returns only once its row has
+committed, so the group commit of the writer thread is what is measured.  The
+baseline is the best SQLite can do with the same rows: one ``executemany`` in one
+transaction, same table and indexes, WAL, ``synchronous=NORMAL``.  Each measurement
+runs R times (default 3) and the median is reported.  Always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from beautyspot import sql
+from beautyspot.db import SQLiteTaskDB
+from beautyspot.timeutil import format_ts
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+TARGET = 25.0  # percent of raw executemany throughput
+
+Row = tuple  # the save() arguments, in TaskDBCore.save order
+
+
+def make_rows(threads: int, per_thread: int, seed: int = 1234) -> list[list[Row]]:
+    """Realistic rows: 64-hex key, function names, ~200-byte msgpack-ish blob, expiry."""
+    rng = random.Random(seed)
+    funcs = [f"fn_{i}" for i in range(12)]
+    out: list[list[Row]] = []
+    for _ in range(threads):
+        rows = []
+        for _ in range(per_thread):
+            key = rng.getrandbits(256).to_bytes(32, "big").hex()
+            func = rng.choice(funcs)
+            expires = NOW + dt.timedelta(seconds=rng.randrange(3600, 30 * 86400))
+            rows.append(
+                (
+                    key,
+                    func,
+                    f"app.tasks.{func}",
+                    rng.getrandbits(128).to_bytes(16, "big").hex(),
+                    "v1" if rng.random() < 0.5 else None,
+                    "DIRECT_BLOB",
+                    "application/msgpack",
+                    None,
+                    rng.randbytes(rng.randrange(180, 221)),
+                    expires,
+                )
+            )
+        out.append(rows)
+    return out
+
+
+def bench_library(parts: list[list[Row]], workdir: Path) -> float:
+    """Saves per second through SQLiteTaskDB, all threads started together."""
+    db = SQLiteTaskDB(workdir / "ws" / "lib.db", clock=lambda: NOW)
+    barrier = threading.Barrier(len(parts) + 1)
+    errors: list[BaseException] = []
+
+    def worker(rows: list[Row]) -> None:
+        barrier.wait()
+        try:
+            for row in rows:
+                db.save(*row)
+        except BaseException as exc:  # reported below; a bench must not hide failures
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(rows,)) for rows in parts]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    db.shutdown()
+    if errors:
+        raise errors[0]
+    total = sum(len(rows) for rows in parts)
+    saved = SQLiteTaskDB.count_tasks(workdir / "ws" / "lib.db")
+    if saved != total:
+        raise RuntimeError(f"library saved {saved} rows, expected {total}")
+    return total / elapsed
+
+
+def bench_raw(parts: list[list[Row]], workdir: Path) -> float:
+    """Rows per second of one executemany in one transaction (same table and indexes)."""
+    conn = sqlite3.connect(workdir / "raw.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(sql.CREATE_TABLE)
+    sql.ensure_indexes(conn, sql.read_schema(conn))
+    updated = format_ts(NOW)
+    # Preparing the tuples (format_ts of the expiry) is part of the work, as in save().
+    start = time.perf_counter()
+    params = [(*row[:9], format_ts(row[9]), updated) for rows in parts for row in rows]
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT OR REPLACE INTO tasks (cache_key, func_name, func_identifier, input_id,"
+        " version, result_type, content_type, result_value, result_data, expires_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        params,
+    )
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    count = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    conn.close()
+    if count != len(params):
+        raise RuntimeError(f"raw insert stored {count} rows, expected {len(params)}")
+    return len(params) / elapsed
+
+
+def median_rate(fn, parts: list[list[Row]], repeat: int) -> tuple[float, list[float]]:
+    rates = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="bs-bench-") as tmp:
+            rates.append(fn(parts, Path(tmp)))
+    return statistics.median(rates), rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=2000, help="saves per thread (default 2000)")
+    ap.add_argument("--threads", type=int, default=8, help="writer threads (default 8)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
+    ap.add_argument("--seed", type=int, default=1234)
+    args = ap.parse_args(argv)
+
+    parts = make_rows(max(args.threads, 1), max(args.rows, 1), args.seed)
+    total = sum(len(p) for p in parts)
+    print(
+        f"sqlite {sqlite3.sqlite_version}, python {sys.version.split()[0]}: "
+        f"{len(parts)} threads x {len(parts[0])} saves = {total} rows, median of {args.repeat}"
+    )
+    lib, lib_runs = median_rate(bench_library, parts, args.repeat)
+    raw, raw_runs = median_rate(bench_raw, parts, args.repeat)
+    print("  library runs: " + ", ".join(f"{r:.0f}" for r in lib_runs))
+    print("  raw runs:     " + ", ".join(f"{r:.0f}" for r in raw_runs))
+    ratio = 100.0 * lib / raw
+    verdict = "ok" if ratio >= TARGET else "BELOW TARGET"
+    print(
+        f"library: {lib:.0f} saves/s  raw executemany: {raw:.0f} rows/s  "
+        f"ratio: {ratio:.1f}% (target >= {TARGET:.0f}%) {verdict}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

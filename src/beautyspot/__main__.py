@@ -1,0 +1,3 @@
+from beautyspot.cli.entry import main
+
+main()

@@ -1,0 +1,1 @@
+"""Command-line interface for beautyspot (kept import-free so completion stays fast)."""

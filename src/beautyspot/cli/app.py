@@ -1,0 +1,602 @@
+"""The ``beautyspot`` command: thin Typer commands over :mod:`beautyspot.maintenance`.
+
+Each command parses its options, asks the core for a report or a plan, renders it
+through :class:`~beautyspot.cli.render.Output`, confirms, executes.  Errors become
+one line on stderr and an exit code in :func:`run` alone: 0 ok, 1 failure (a DB
+that cannot be read, a lock held, a file that could not be deleted), 2 usage
+(bad arguments, refusing to delete without ``--yes`` off a terminal, an
+ambiguous key).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .. import maintenance as mt
+from ..errors import BeautySpotError, UsageError
+from ..timeutil import UTC, now_utc, parse_cutoff, parse_datetime, parse_duration
+from ..workspace import Workspace, discover
+from .render import Output, format_bytes, safe_text
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    name="beautyspot",
+    help="Inspect and maintain beautyspot task DBs and blob files (a .beautyspot workspace).",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class State:
+    """Options given before the command; a command's own options override them."""
+
+    workspace: Path = Path(".beautyspot")
+    db: str | None = None
+    json: bool = False
+    timeout: float = 30.0
+
+
+STATE = State()
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        envvar="BEAUTYSPOT_WORKSPACE",
+        show_envvar=True,
+        help="Workspace directory [default: ./.beautyspot].",
+    ),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Act on this one task DB (a path, or a DB name in the workspace)."),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document (schema in the README).")
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", "-n", help="Show what would be deleted; delete nothing.")
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+FuncOpt = Annotated[
+    str | None,
+    typer.Option("--func", "-f", help="Only tasks of this function (short or qualified name)."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"beautyspot {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    json: JsonOpt = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", min=0.0, help="Seconds to wait for a locked DB or workspace lock."
+        ),
+    ] = 30.0,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Maintain a beautyspot workspace: list, inspect, expire, prune and clear cached tasks.
+
+    Exit status: 0 success, 1 failure (unreadable DB, lock held, I/O error),
+    2 usage error (bad argument, refused without --yes, ambiguous key).
+    """
+    if workspace is not None:
+        STATE.workspace = workspace
+    STATE.db = db
+    STATE.json = json
+    STATE.timeout = timeout
+
+
+def _setup(
+    workspace: Path | None, db: str | None, json: bool
+) -> tuple[Workspace, Output, dt.datetime]:
+    if workspace is not None:
+        STATE.workspace = workspace
+    if db is not None:
+        STATE.db = db
+    STATE.json = STATE.json or json
+    out = Output(json_mode=STATE.json)
+    ws = discover(STATE.workspace, STATE.db)
+    return ws, out, _now()
+
+
+def _now() -> dt.datetime:
+    """The clock, or ``BEAUTYSPOT_NOW`` (an ISO date-time) for tests and reproducible runs."""
+    fixed = os.environ.get("BEAUTYSPOT_NOW")
+    if fixed:
+        moment = parse_datetime(fixed.replace("T", " ").replace("Z", "+00:00"))
+        if moment is None:
+            raise UsageError(f"BEAUTYSPOT_NOW={fixed!r} is not a timestamp")
+        return moment
+    return now_utc()
+
+
+def _ts(value: object) -> str:
+    """A stored timestamp for display: UTC if parsable, else shown literally."""
+    moment = parse_datetime(value)
+    if moment is None:
+        return "" if value is None else f"{safe_text(value)} (unparsable)"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _failures_json(failures) -> list[dict]:
+    return [asdict(f) for f in failures]
+
+
+def _report_failures(out: Output, failures) -> int:
+    for f in failures:
+        out.error(f"skipped {f.db}: {f.message}")
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+# --------------------------------------------------------------------------- ls
+
+
+@app.command("ls")
+def ls_cmd(
+    db_arg: Annotated[
+        str | None, typer.Argument(metavar="[DB]", help="List this DB's tasks.")
+    ] = None,
+    func: FuncOpt = None,
+    expired: Annotated[bool, typer.Option("--expired", help="Only expired tasks.")] = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="Only tasks updated before DURATION ago or a DATE."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000_000, help="At most this many tasks.")
+    ] = 50,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print bare cache keys, one per line.")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List the workspace's DBs, or the tasks of one DB (with filters)."""
+    ws, out, now = _setup(workspace, db_arg or db, json)
+    if not ws.single_db:
+        if func or expired or older_than or quiet:
+            raise UsageError("--func, --expired, --older-than and -q need a DB (ls DB or --db)")
+        _ls_workspace(ws, out, now)
+        return
+    from ..sql import RowFilter
+    from ..timeutil import to_instant
+
+    cutoff = parse_cutoff(older_than, now) if older_than else None
+    rfilter = RowFilter(
+        expired_before=to_instant(now) if expired else None,
+        updated_before=to_instant(cutoff) if cutoff else None,
+        func=func,
+    )
+    entry = ws.dbs[0]
+    rows = mt.iter_tasks(entry, rfilter, limit, STATE.timeout)
+    if quiet:
+        for r in rows:
+            out.line(safe_text(r.cache_key))
+        return
+    if out.json_mode:
+        out.json(
+            {
+                "db": entry.name,
+                "path": str(entry.path),
+                "tasks": [
+                    {
+                        "cache_key": r.cache_key,
+                        "function": r.function,
+                        "result_type": r.result_type,
+                        "result_value": r.result_value,
+                        "data_bytes": r.data_size,
+                        "updated_at": r.updated_at,
+                        "expires_at": r.expires_at,
+                        "version": r.version,
+                    }
+                    for r in rows
+                ],
+            }
+        )
+        return
+    from ..timeutil import parse_instant
+    from ..timeutil import to_instant as ti
+
+    now_i = ti(now)
+
+    def state(r) -> str:
+        exp = parse_instant(r.expires_at)
+        if r.expires_at is None:
+            return "live"
+        if exp is None:
+            return "bad expiry"
+        return "expired" if exp < now_i else "live"
+
+    out.table(
+        f"{entry.name}: {len(rows)} task(s) shown, newest first",
+        ["key", "function", "type", "bytes", "updated (UTC)", "expires (UTC)", "state"],
+        [
+            [
+                r.cache_key,
+                r.function,
+                r.result_type,
+                format_bytes(r.data_size) if r.data_size is not None else r.result_value,
+                _ts(r.updated_at),
+                _ts(r.expires_at),
+                state(r),
+            ]
+            for r in rows
+        ],
+        max_col_width=64,
+    )
+
+
+def _ls_workspace(ws: Workspace, out: Output, now: dt.datetime) -> None:
+    summaries = mt.summarize(ws, now, STATE.timeout)
+    failures = [s for s in summaries if s.error]
+    if out.json_mode:
+        out.json(
+            {
+                "workspace": str(ws.root),
+                "now": now.isoformat(),
+                "dbs": [asdict(s) for s in summaries],
+                "zombies": [{"name": z.name, "path": str(z.path)} for z in ws.zombies],
+            }
+        )
+    else:
+        out.table(
+            f"workspace {ws.root}",
+            ["db", "tasks", "db size", "blobs", "blob bytes", "expired", "oldest", "newest"],
+            [
+                [
+                    s.name,
+                    s.tasks if s.tasks >= 0 else "unreadable",
+                    format_bytes(s.db_bytes),
+                    s.blob_files,
+                    format_bytes(s.blob_bytes),
+                    "" if s.expired is None else s.expired,
+                    s.oldest or "",
+                    s.newest or "",
+                ]
+                for s in summaries
+            ],
+        )
+        for z in ws.zombies:
+            out.line(f"zombie blob dir (no DB): {safe_text(z.path)}")
+    for s in failures:
+        out.error(f"{s.name}: {s.error}")
+    if failures:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+# --------------------------------------------------------------------------- show
+
+
+@app.command("show")
+def show_cmd(
+    key: Annotated[str, typer.Argument(help="A cache key, or a unique prefix of one.")],
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Write the raw payload bytes to stdout.")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show one task: metadata, expiry, blob file and a decoded preview."""
+    if not key:
+        raise UsageError("KEY must not be empty")
+    ws, out, now = _setup(workspace, db, json)
+    matches, failures = mt.find_tasks(ws, key, timeout=STATE.timeout)
+    for f in failures:
+        out.error(f"skipped {f.db}: {f.message}")
+    if not matches:
+        raise BeautySpotError(f"no task matches {key!r}")
+    if len(matches) > 1:
+        shown = matches[:20]
+        if out.json_mode:
+            out.json(
+                {
+                    "error": "ambiguous",
+                    "candidates": [{"db": e.name, "cache_key": k} for e, k in matches],
+                }
+            )
+        else:
+            out.error(f"{key!r} matches {len(matches)} tasks; give more of the key:")
+            for entry, k in shown:
+                out.line(f"  {safe_text(k)}  ({safe_text(entry.name)})")
+        raise typer.Exit(EXIT_USAGE)
+    entry, full_key = matches[0]
+    detail = mt.load_detail(entry, full_key, now, STATE.timeout)
+    if raw:
+        if detail.payload is None:
+            raise BeautySpotError(detail.blob_error or "task has no payload")
+        sys.stdout.buffer.write(detail.payload)
+        sys.stdout.flush()
+        return
+    from ..serializer import decode_preview
+
+    preview, decode_error = (
+        decode_preview(detail.payload) if detail.payload is not None else ("", None)
+    )
+    r = detail.row
+    state = {True: "expired", False: "live", None: "no expiry"}[detail.expired]
+    if r.expires_at is not None and detail.expired is None:
+        state = "unparsable expiry (kept)"
+    if out.json_mode:
+        out.json(
+            {
+                "db": detail.db,
+                "cache_key": r.cache_key,
+                "func_name": r.func_name,
+                "function": r.function,
+                "version": r.version,
+                "result_type": r.result_type,
+                "result_value": r.result_value,
+                "updated_at": r.updated_at,
+                "expires_at": r.expires_at,
+                "state": state,
+                "blob_path": detail.blob_path,
+                "blob_bytes": detail.blob_size,
+                "blob_error": detail.blob_error,
+                "payload_bytes": None if detail.payload is None else len(detail.payload),
+                "preview": preview,
+                "decode_error": decode_error,
+            }
+        )
+    else:
+        out.kv(
+            [
+                ("key", r.cache_key),
+                ("db", f"{detail.db} ({detail.db_path})"),
+                ("function", r.function),
+                ("version", r.version),
+                ("type", r.result_type),
+                ("updated", _ts(r.updated_at)),
+                ("expires", _ts(r.expires_at) or "never"),
+                ("state", state),
+                ("blob", detail.blob_path or r.result_value or "-"),
+                (
+                    "size",
+                    format_bytes(None if detail.payload is None else len(detail.payload)),
+                ),
+            ]
+        )
+        if detail.blob_error:
+            out.warn(detail.blob_error)
+        if decode_error:
+            out.warn(f"payload does not decode: {decode_error}")
+        out.line("preview:")
+        for line in preview.splitlines() or [""]:
+            out.line("  " + safe_text(line))
+    _report_failures(out, failures)
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def _plan_json(plan: mt.Plan, result: mt.Result | None) -> dict:
+    src = result if result is not None else plan
+    return {
+        "command": plan.command,
+        "dry_run": result is None,
+        "now": plan.now.isoformat(),
+        "cutoff": plan.cutoff.isoformat() if plan.cutoff else None,
+        "grace_seconds": plan.grace_seconds,
+        "func": plan.func,
+        "totals": {"rows": src.rows, "files": src.files, "bytes": src.bytes},
+        "groups": [asdict(g) for g in src.groups],
+        "oldest": [
+            {"db": d.name, "cache_key": k, "function": f, "updated_at": u}
+            for d in plan.dbs
+            for k, f, u in d.oldest
+        ],
+        "warnings": [w for d in plan.dbs for w in d.warnings],
+        "kept": [{"path": p, "why": w} for p, w in (result.kept if result else ())],
+        "errors": _failures_json(result.failures if result else plan.failures),
+    }
+
+
+def _render_groups(out: Output, title: str, groups: list[mt.Group]) -> None:
+    out.table(
+        title,
+        ["db", "function", "reason", "tasks", "blob files", "bytes"],
+        [[g.db, g.function, g.reason, g.rows, g.files, format_bytes(g.bytes)] for g in groups],
+        justify={"tasks": "right", "blob files": "right", "bytes": "right"},
+    )
+
+
+def _render_plan(out: Output, plan: mt.Plan) -> None:
+    _render_groups(
+        out, f"{plan.command} --dry-run (now {plan.now:%Y-%m-%d %H:%M:%S} UTC)", plan.groups
+    )
+    oldest = [(d.name, k, f, u) for d in plan.dbs for k, f, u in d.oldest]
+    if oldest:
+        out.table(
+            "oldest entries",
+            ["db", "key", "function", "updated (UTC)"],
+            [[db, k, f, _ts(u)] for db, k, f, u in oldest[: mt.OLDEST_SHOWN]],
+            max_col_width=64,
+        )
+    for d in plan.dbs:
+        for w in d.warnings:
+            out.warn(f"{d.name}: {w}")
+    out.line(
+        f"would delete {plan.rows} tasks and {plan.files} blob files,"
+        f" freeing {format_bytes(plan.bytes)}"
+    )
+
+
+def _run_plan(plan: mt.Plan, ws: Workspace, out: Output, dry_run: bool) -> None:
+    if dry_run:
+        if out.json_mode:
+            out.json(_plan_json(plan, None))
+        else:
+            _render_plan(out, plan)
+        raise typer.Exit(_report_failures(out, plan.failures))
+    total = plan.rows + plan.files
+    with out.progress(total or None, f"{plan.command}: deleting") as bar:
+        result = mt.execute(
+            plan, ws, progress=bar.advance, timeout=STATE.timeout, lock_wait=STATE.timeout
+        )
+    if out.json_mode:
+        out.json(_plan_json(plan, result))
+    else:
+        _render_groups(out, f"{plan.command}: deleted", list(result.groups))
+        for path, why in result.kept:
+            out.warn(f"kept {path}: {why}")
+        for d in plan.dbs:
+            for w in d.warnings:
+                out.warn(f"{d.name}: {w}")
+        out.line(
+            f"deleted {result.rows} tasks and {result.files} blob files,"
+            f" freed {format_bytes(result.bytes)}"
+        )
+    raise typer.Exit(_report_failures(out, result.failures))
+
+
+def _confirm_or_refuse(out: Output, yes: bool, dry_run: bool, what: str) -> None:
+    """Off a terminal, destructive commands need --yes (checked before any work)."""
+    if yes or dry_run:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"refusing to {what} without --yes: stdin is not a terminal (nothing deleted)"
+        )
+
+
+def _ask(out: Output, plan: mt.Plan, yes: bool) -> None:
+    if yes:
+        return
+    _render_plan(out, plan)
+    if not out.confirm(f"Delete {plan.rows} tasks and {plan.files} blob files?"):
+        out.line("nothing deleted")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.command("gc")
+def gc_cmd(
+    grace: Annotated[
+        str,
+        typer.Option("--grace", help="Keep orphan and temp files younger than this (e.g. 1h)."),
+    ] = "1h",
+    dry_run: DryRunOpt = False,
+    no_orphans: Annotated[
+        bool, typer.Option("--no-orphans", help="Keep orphan blobs, temp files, zombie dirs.")
+    ] = False,
+    no_expired: Annotated[bool, typer.Option("--no-expired", help="Keep expired tasks.")] = False,
+    yes: YesOpt = False,
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Delete expired tasks, orphan blobs, stale temp files and zombie dirs. Never prompts."""
+    grace_td = parse_duration(grace, allow_zero=True)
+    ws, out, now = _setup(workspace, db, json)
+    plan = mt.plan_gc(
+        ws, now, grace_td, expired=not no_expired, orphans=not no_orphans, timeout=STATE.timeout
+    )
+    _run_plan(plan, ws, out, dry_run)
+
+
+@app.command("prune")
+def prune_cmd(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Delete tasks last updated before DURATION ago (30d) or a DATE."
+        ),
+    ],
+    func: FuncOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Delete tasks last updated before a cutoff, and their blob files."""
+    now = _now()
+    cutoff = parse_cutoff(older_than, now)
+    ws, out, now = _setup(workspace, db, json)
+    _confirm_or_refuse(out, yes, dry_run, "prune")
+    plan = mt.plan_prune(ws, now, cutoff, func, timeout=STATE.timeout)
+    if not dry_run:
+        _ask(out, plan, yes)
+    _run_plan(plan, ws, out, dry_run)
+
+
+@app.command("clear")
+def clear_cmd(
+    func: FuncOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Delete all tasks (or all of one function) and their blob files."""
+    ws, out, now = _setup(workspace, db, json)
+    _confirm_or_refuse(out, yes, dry_run, "clear")
+    plan = mt.plan_clear(ws, now, func, timeout=STATE.timeout)
+    if not dry_run:
+        _ask(out, plan, yes)
+    _run_plan(plan, ws, out, dry_run)
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the app; map every error to one line and an exit code (the only place)."""
+    from typer.exceptions import Abort, TyperException
+
+    err = Output(json_mode=False)
+    try:
+        rc = app(args=argv, prog_name="beautyspot", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except Abort:
+        err.error("aborted")
+        return EXIT_FAILURE
+    except TyperException as exc:  # Click's usage errors and the like
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message())
+            return EXIT_USAGE
+        err.error(" ".join(exc.format_message().split()))
+        return exc.exit_code
+    except BeautySpotError as exc:
+        err.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except OSError as exc:
+        err.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        return EXIT_FAILURE
+    return rc if isinstance(rc, int) else EXIT_OK
+
+
+def main() -> None:
+    sys.exit(run())

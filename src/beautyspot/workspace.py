@@ -1,0 +1,151 @@
+"""Discovery of the task DBs and blob directories of a ``.beautyspot`` workspace.
+
+Layout (SPEC §2)::
+
+    <root>/<name>.db | <name>.sqlite   task DBs
+    <root>/blobs/<name>/               their blob files
+    <root>/<name>/blobs/               legacy blob location, used when blobs/<name>/ is absent
+
+A blob directory with no DB of its name beside it is a *zombie*.  Discovery only
+looks: it opens no DB and creates nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+DB_SUFFIXES = (".db", ".sqlite")
+
+
+@dataclass(frozen=True)
+class DBEntry:
+    """One task DB and where its blobs live (``blob_dir`` may not exist)."""
+
+    name: str
+    path: Path
+    blob_dir: Path
+    legacy_layout: bool = False
+
+
+@dataclass(frozen=True)
+class ZombieDir:
+    """A blob directory whose DB is gone."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    dbs: tuple[DBEntry, ...]
+    zombies: tuple[ZombieDir, ...]
+    single_db: bool = False  # --db: one DB, no zombie sweep
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".beautyspot.lock"
+
+
+def blob_dir_for(root: Path, name: str) -> tuple[Path, bool]:
+    """The blob directory of DB *name*: ``blobs/<name>/``, else legacy ``<name>/blobs/``."""
+    modern = root / "blobs" / name
+    legacy = root / name / "blobs"
+    if not modern.is_dir() and legacy.is_dir():
+        return legacy, True
+    return modern, False
+
+
+def _is_db_file(entry: os.DirEntry) -> bool:
+    return entry.name.endswith(DB_SUFFIXES) and not entry.name.startswith(".")
+
+
+def discover(root: str | os.PathLike, db: str | os.PathLike | None = None) -> Workspace:
+    """Find the DBs of workspace *root*, or just *db* (a path, or a DB name in *root*).
+
+    Raises UsageError for a missing workspace or DB: a mistyped path must never be
+    mistaken for an empty cache.
+    """
+    root = Path(root)
+    if db is not None:
+        entry = _single(root, Path(db))
+        return Workspace(entry.path.parent, (entry,), (), single_db=True)
+    if not root.exists():
+        raise UsageError(
+            f"workspace {root} does not exist (use --workspace or BEAUTYSPOT_WORKSPACE)"
+        )
+    if not root.is_dir():
+        raise UsageError(f"workspace {root} is not a directory")
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        raise UsageError(f"workspace {root} cannot be read: {exc.strerror}") from None
+    dbs: list[DBEntry] = []
+    names: set[str] = set()
+    for entry in entries:
+        if _is_db_file(entry) and not entry.is_dir(follow_symlinks=False):
+            name = entry.name.rsplit(".", 1)[0]
+            blob_dir, legacy = blob_dir_for(root, name)
+            dbs.append(DBEntry(name, Path(entry.path), blob_dir, legacy))
+            names.add(name)
+        elif _is_db_file(entry):
+            # A directory named like a DB is reported as a broken DB, not ignored.
+            name = entry.name.rsplit(".", 1)[0]
+            dbs.append(DBEntry(name, Path(entry.path), root / "blobs" / name))
+            names.add(name)
+    return Workspace(root, tuple(dbs), tuple(_zombies(root, names)))
+
+
+def _zombies(root: Path, names: set[str]) -> list[ZombieDir]:
+    found: list[ZombieDir] = []
+    blobs = root / "blobs"
+    if blobs.is_dir() and not blobs.is_symlink():
+        for entry in sorted(os.scandir(blobs), key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False) and entry.name not in names:
+                found.append(ZombieDir(entry.name, Path(entry.path)))
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        legacy = Path(entry.path) / "blobs"
+        if (
+            entry.is_dir(follow_symlinks=False)
+            and entry.name not in names
+            and entry.name != "blobs"
+            and legacy.is_dir()
+            and not legacy.is_symlink()
+            and not (blobs / entry.name).is_dir()
+        ):
+            found.append(ZombieDir(entry.name, legacy))
+    return found
+
+
+def _single(root: Path, db: Path) -> DBEntry:
+    candidate = db
+    if not candidate.exists() and len(db.parts) == 1 and root.is_dir():
+        # --db NAME: a DB of the workspace, with or without its suffix.
+        for suffix in ("", *DB_SUFFIXES):
+            if (root / f"{db}{suffix}").exists():
+                candidate = root / f"{db}{suffix}"
+                break
+    if not candidate.exists():
+        raise UsageError(f"task DB {db} does not exist")
+    if candidate.is_dir():
+        raise UsageError(f"--db {db} is a directory, not a task DB")
+    if not candidate.is_file():
+        raise UsageError(f"--db {db} is not a regular file")
+    name = candidate.name.rsplit(".", 1)[0] if candidate.suffix else candidate.name
+    blob_dir, legacy = blob_dir_for(candidate.parent, name)
+    return DBEntry(name, candidate, blob_dir, legacy)
+
+
+def db_size(path: Path) -> int:
+    """Bytes on disk of a DB with its ``-wal`` and ``-shm`` files."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += os.stat(f"{path}{suffix}").st_size
+        except OSError:
+            pass
+    return total
