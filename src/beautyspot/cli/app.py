@@ -573,8 +573,13 @@ def run(argv: list[str] | None = None) -> int:
     err = Output(json_mode=False)
     try:
         rc = app(args=argv, prog_name="beautyspot", standalone_mode=False)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at exit
     except typer.Exit as exc:
         return exc.exit_code
+    except SystemExit as exc:
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            return EXIT_OK  # Typer's answer to a closed pipe: the reader left, not an error
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
     except Abort:
         err.error("aborted")
         return EXIT_FAILURE
@@ -591,6 +596,10 @@ def run(argv: list[str] | None = None) -> int:
         err.error("interrupted")
         return 130
     except BrokenPipeError:
+        # `beautyspot ls -q | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's final flush does not complain, and end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except OSError as exc:
         err.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
