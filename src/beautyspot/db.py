@@ -39,6 +39,7 @@ DEFAULT_DB_PATH = Path(".beautyspot") / "beautyspot.db"
 MAX_PREFIX_RESULTS = 50
 DELETE_BATCH = 2000  # rows per delete transaction: a few ms of write lock each
 _GROUP_MAX = 1000  # jobs committed together at most
+_GROUP_DELAY = 0.0002  # seconds the writer waits for stragglers when others are writing
 
 
 class TaskRecord(TypedDict):
@@ -328,6 +329,51 @@ class TaskReader:
             if isinstance(r[0], str)
         }
 
+    def _stream(self, sql: str, params: Any = ()) -> Iterator[tuple]:
+        try:
+            yield from self.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise describe_sqlite_error(self.path, exc) from None
+
+    def integrity_check(self, full: bool = False) -> list[str]:
+        """``PRAGMA quick_check`` (or ``integrity_check``): ['ok'] when healthy."""
+        pragma = "integrity_check" if full else "quick_check"
+        return [str(r[0]) for r in self._run(f"PRAGMA {pragma}")]
+
+    def unparsable_timestamps(self) -> tuple[int, int]:
+        """Rows whose updated_at, and rows whose (non-NULL) expires_at, is not a timestamp."""
+        s = self.schema
+        upd = s.col("updated_at")
+        exp = s.col("expires_at")
+        row = self._run(
+            f"SELECT total(NOT coalesce({q.valid_ts_sql(upd)}, 0)),"
+            f" total({exp} IS NOT NULL AND NOT coalesce({q.valid_ts_sql(exp)}, 0)) FROM tasks"
+        )[0]
+        return int(row[0]), int(row[1])
+
+    def iter_payloads(self) -> Iterator[tuple[str, object, bytes | None]]:
+        """(cache_key, result_value, result_data) of every row, streamed."""
+        s = self.schema
+        return self._stream(
+            f"SELECT cache_key, {s.col('result_value')}, {s.col('result_data')} FROM tasks"
+        )
+
+    def iter_by_recency(self, live_at: int) -> Iterator[tuple[int, float | None, int, int, object]]:
+        """Rows not expired at *live_at*, most recently updated first, for size budgets.
+
+        Yields (unparsable, julianday, rowid, inline bytes, result_value).  Rows whose
+        updated_at is unparsable come first: never old, they are evicted last.
+        """
+        s = self.schema
+        cond, params = q.RowFilter(live_at=live_at).where(s)
+        key = q.order_key_sql(s.col("updated_at"))
+        return self._stream(
+            f"SELECT {key} IS NULL, {key}, rowid, length({s.col('result_data')}),"
+            f" {s.col('result_value')} FROM tasks WHERE {cond}"
+            f" ORDER BY {key} IS NULL DESC, {key} DESC, rowid DESC",
+            params,
+        )
+
     # Aggregates for the maintenance tool, computed in SQL so a million rows never
     # become a million Python objects.
 
@@ -409,14 +455,26 @@ TaskRow = q.TaskRow
 class _Job:
     """One unit of work for the writer thread."""
 
-    __slots__ = ("fn", "stepper", "event", "state", "result", "error")
+    __slots__ = ("fn", "stepper", "single", "sql", "params", "event", "state", "result", "error")
     PENDING, RUNNING, CANCELLED = 0, 1, 2
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any] | None, stepper: bool = False):
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any] | None,
+        stepper: bool = False,
+        single: bool = False,
+    ):
         self.fn = fn
         # A stepper runs one bounded transaction per turn and is re-queued until it
         # returns (True, result): big deletes let other writes in between batches.
         self.stepper = stepper
+        # One SQL statement: SQLite undoes a failed statement by itself, so the job
+        # needs no savepoint of its own (two statements fewer per save).
+        self.single = single
+        # A plain statement job (fn None, sql set): consecutive ones with the same SQL
+        # are bound in one executemany call.
+        self.sql: str | None = None
+        self.params: tuple = ()
         self.event = threading.Event()
         self.state = _Job.PENDING
         self.result: Any = None
@@ -424,6 +482,12 @@ class _Job:
 
 
 _STOP = object()
+
+_SAVE_SQL = (
+    "INSERT OR REPLACE INTO tasks (cache_key, func_name, func_identifier, input_id, version,"
+    " result_type, content_type, result_value, result_data, expires_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SQLiteTaskDB(TaskDBBase):
@@ -448,6 +512,7 @@ class SQLiteTaskDB(TaskDBBase):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closing = False
         self._dead = False
+        self._last_group = 1
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._ensure_parent()
@@ -514,11 +579,13 @@ class SQLiteTaskDB(TaskDBBase):
             else:
                 first = self._queue.get()
             batch = [first]
-            while len(batch) < _GROUP_MAX:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            self._drain(batch)
+            if 1 < len(batch) < self._last_group or (len(batch) == 1 and self._last_group > 1):
+                # Several threads were writing a moment ago and fewer have queued
+                # yet: give them a moment to join this commit (group commit delay).
+                time.sleep(_GROUP_DELAY)
+                self._drain(batch)
+            self._last_group = len(batch)
             group: list[_Job] = []
             for job in batch:
                 if job is _STOP:
@@ -536,6 +603,13 @@ class SQLiteTaskDB(TaskDBBase):
                     group.append(job)
             self._commit_group(conn, group)
 
+    def _drain(self, batch: list) -> None:
+        while len(batch) < _GROUP_MAX:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                return
+
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
         if not group:
             return
@@ -546,9 +620,25 @@ class SQLiteTaskDB(TaskDBBase):
                 job.error = exc
                 job.event.set()
             return
-        for job in group:
+        i = 0
+        while i < len(group):
+            job = group[i]
+            if job.sql is not None:
+                j = i + 1
+                while j < len(group) and group[j].sql == job.sql:
+                    j += 1
+                self._run_statements(conn, group[i:j])
+                i = j
+                continue
+            i += 1
             if job.fn is None:  # a flush barrier
                 job.result = True
+                continue
+            if job.single:
+                try:
+                    job.result = job.fn(conn)
+                except Exception as exc:  # its statement was rolled back by SQLite
+                    job.error = exc
                 continue
             conn.execute("SAVEPOINT job")
             try:
@@ -567,6 +657,25 @@ class SQLiteTaskDB(TaskDBBase):
                     job.error, job.result = exc, None
         for job in group:
             job.event.set()
+
+    @staticmethod
+    def _run_statements(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        """Run statement jobs sharing one SQL: all at once, or one by one if any fails."""
+        if len(jobs) > 1:
+            conn.execute("SAVEPOINT many")
+            try:
+                conn.executemany(jobs[0].sql, [job.params for job in jobs])
+            except Exception:
+                conn.execute("ROLLBACK TO many")  # find the culprit below
+            else:
+                conn.execute("RELEASE many")
+                return
+            conn.execute("RELEASE many")
+        for job in jobs:
+            try:  # one statement: SQLite undoes it alone if it fails
+                job.result = conn.execute(job.sql, job.params).rowcount
+            except Exception as exc:
+                job.error = exc
 
     def _run_step(self, conn: sqlite3.Connection, job: _Job) -> None:
         try:
@@ -604,8 +713,17 @@ class SQLiteTaskDB(TaskDBBase):
         if self._dead:
             raise RuntimeError("beautyspot writer thread is dead")
 
-    def _submit(self, fn: Callable | None, *, stepper: bool = False) -> Any:
-        job = _Job(fn, stepper)
+    def _submit(
+        self,
+        fn: Callable | None,
+        *,
+        stepper: bool = False,
+        single: bool = False,
+        sql: str | None = None,
+        params: tuple = (),
+    ) -> Any:
+        job = _Job(fn, stepper, single)
+        job.sql, job.params = sql, params
         with self._lock:
             self._check_open()
             self._queue.put(job)
@@ -734,21 +852,13 @@ class SQLiteTaskDB(TaskDBBase):
             format_ts(self._clock()),
         )
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR REPLACE INTO tasks (cache_key, func_name, func_identifier, input_id,"
-                " version, result_type, content_type, result_value, result_data, expires_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-
-        self._submit(write)
+        self._submit(None, sql=_SAVE_SQL, params=row)
 
     def delete(self, cache_key: str) -> bool:
-        def write(conn: sqlite3.Connection) -> bool:
-            return conn.execute("DELETE FROM tasks WHERE cache_key = ?", (cache_key,)).rowcount > 0
-
-        return bool(self._submit(write))
+        rowcount = self._submit(
+            None, sql="DELETE FROM tasks WHERE cache_key = ?", params=(cache_key,)
+        )
+        return bool(rowcount)
 
     # -- maintenance ---------------------------------------------------------------------
 

@@ -23,22 +23,24 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import heapq
+import json
 import os
 import posixpath
 import sqlite3
 import stat as stat_mod
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 from . import sql as q
 from .db import TaskReader, describe_sqlite_error
-from .errors import BeautySpotError, DBError, LockHeldError, UnsafePathError
+from .errors import BeautySpotError, DBError, LockHeldError, UnsafePathError, UsageError
 from .storage import LocalStorage
-from .timeutil import to_instant
+from .timeutil import parse_instant, to_instant
 from .workspace import DBEntry, Workspace, ZombieDir
 
 EXPIRED = "expired"
@@ -48,6 +50,8 @@ REMOVED = "removed"
 ORPHAN = "orphan"
 TEMP = "stale temp file"
 ZOMBIE = "zombie dir"
+OVER_BUDGET = "over budget"
+DANGLING = "dangling"
 
 OLDEST_SHOWN = 5
 
@@ -96,12 +100,24 @@ class DBFailure:
 
 
 @dataclass(frozen=True)
+class RowPass:
+    """One sweep of rows: which (``rfilter``) and why (``reason``).
+
+    ``only_dangling``: at execution, a row is deleted only if its blob is still
+    missing (``verify --fix``: a writer may have re-saved the key meanwhile).
+    """
+
+    reason: str
+    rfilter: q.RowFilter
+    only_dangling: bool = False
+
+
+@dataclass(frozen=True)
 class DBPlan:
     name: str
     path: str
     blob_dir: str
-    reason: str | None
-    rfilter: q.RowFilter | None
+    passes: tuple[RowPass, ...]
     groups: tuple[Group, ...]
     files: tuple[PlannedFile, ...]
     oldest: tuple[tuple[str, str, str], ...] = ()
@@ -180,6 +196,19 @@ class Result:
         return sum(g.bytes for g in self.groups)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """``gc --max-size/--max-entries``: evict least recently updated tasks past these.
+
+    Size is payload bytes (blob files plus inline results) of the tasks that stay.
+    Tasks with an unparsable updated_at are never old: they are evicted last.
+    """
+
+    max_bytes: int | None = None
+    max_entries: int | None = None
+    per_db: bool = False
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -216,8 +245,7 @@ def _planned(db: str, path: Path, location: str, reason: str, st, function="-") 
 
 def _plan_db(
     entry: DBEntry,
-    reason: str,
-    rfilter: q.RowFilter | None,
+    passes: list[RowPass],
     *,
     now: dt.datetime,
     grace_seconds: float | None,
@@ -226,41 +254,42 @@ def _plan_db(
 ) -> DBPlan:
     storage = LocalStorage(entry.blob_dir)
     warnings: list[str] = []
-    groups: dict[str, Group] = {}
+    groups: dict[tuple[str, str], Group] = {}
     files: list[PlannedFile] = []
-    oldest: tuple = ()
+    oldest: list[tuple[str, str, str]] = []
+    matched: Counter[str] = Counter()
+    refs_by_row: list[tuple[str, str, str]] = []  # (function, reason, location)
     with TaskReader(entry.path, timeout) as reader:
-        if rfilter is not None:
-            for function, rows, inline, first in reader.aggregate(rfilter):
-                groups[function] = Group(entry.name, function, reason, rows, 0, inline, first)
-            oldest = tuple(
-                (str(k), str(f), str(u)) for k, f, u in reader.oldest(rfilter, OLDEST_SHOWN)
-            )
-            matched: Counter[str] = Counter()
-            refs_by_row: list[tuple[str, str]] = []
-            for _key, function, location in reader.file_refs(rfilter):
+        for rp in passes:
+            for function, rows, inline, first in reader.aggregate(rp.rfilter):
+                groups[(function, rp.reason)] = Group(
+                    entry.name, function, rp.reason, rows, 0, inline, first
+                )
+            oldest += [
+                (str(k), str(f), str(u)) for k, f, u in reader.oldest(rp.rfilter, OLDEST_SHOWN)
+            ]
+            for _key, function, location in reader.file_refs(rp.rfilter):
                 norm = normalize_location(location)
                 if norm is None:
                     warnings.append(f"unsafe blob location {location!r}: file not touched")
                     continue
                 matched[norm] += 1
-                refs_by_row.append((function or "", norm))
+                refs_by_row.append((function or "", rp.reason, norm))
         all_refs = _all_refs(reader)
-    if rfilter is not None:
-        seen: set[str] = set()
-        for function, norm in refs_by_row:
-            if norm in seen or all_refs[norm] > matched[norm]:
-                continue  # counted once; or still named by a row that stays
-            seen.add(norm)
-            found = _stat_file(storage, norm)
-            if found is None:
-                continue  # dangling row: nothing on disk to free
-            path, st = found
-            files.append(_planned(entry.name, path, norm, reason, st, function))
-            g = groups[function]
-            groups[function] = Group(
-                g.db, g.function, g.reason, g.rows, g.files + 1, g.bytes + st.st_size, g.oldest
-            )
+    seen: set[str] = set()
+    for function, reason, norm in refs_by_row:
+        if norm in seen or all_refs[norm] > matched[norm]:
+            continue  # counted once; or still named by a row that stays
+        seen.add(norm)
+        found = _stat_file(storage, norm)
+        if found is None:
+            continue  # dangling row: nothing on disk to free
+        path, st = found
+        files.append(_planned(entry.name, path, norm, reason, st, function))
+        g = groups[(function, reason)]
+        groups[(function, reason)] = Group(
+            g.db, g.function, g.reason, g.rows, g.files + 1, g.bytes + st.st_size, g.oldest
+        )
     extra: list[Group] = []
     if orphans and grace_seconds is not None:
         limit_ns = int((now.timestamp() - grace_seconds) * 1e9)
@@ -283,15 +312,15 @@ def _plan_db(
                 extra.append(
                     Group(entry.name, "-", kind, 0, len(items), sum(f.size for f in items))
                 )
+    oldest.sort(key=lambda o: parse_instant(o[2]) or 0)
     return DBPlan(
         entry.name,
         str(entry.path),
         str(entry.blob_dir),
-        reason,
-        rfilter,
-        tuple(sorted(groups.values(), key=lambda g: g.function)) + tuple(extra),
+        tuple(passes),
+        tuple(sorted(groups.values(), key=lambda g: (g.reason, g.function))) + tuple(extra),
         tuple(files),
-        oldest,
+        tuple(oldest[:OLDEST_SHOWN]),
         tuple(warnings),
     )
 
@@ -322,8 +351,7 @@ def _plan_zombie(zombie: ZombieDir, now: dt.datetime, grace_seconds: float) -> Z
 def _make_plan(
     command: str,
     ws: Workspace,
-    reason: str,
-    rfilter: q.RowFilter | None,
+    passes_for: Callable[[DBEntry], list[RowPass]],
     *,
     now: dt.datetime,
     cutoff: dt.datetime | None = None,
@@ -331,15 +359,17 @@ def _make_plan(
     func: str | None = None,
     orphans: bool = False,
     timeout: float = 30.0,
+    entries: tuple[DBEntry, ...] | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> Plan:
     dbs, failures = [], []
-    for entry in ws.dbs:
+    for entry in ws.dbs if entries is None else entries:
         try:
+            passes = passes_for(entry)
             dbs.append(
                 _plan_db(
                     entry,
-                    reason,
-                    rfilter,
+                    passes,
                     now=now,
                     grace_seconds=grace_seconds,
                     orphans=orphans,
@@ -349,9 +379,11 @@ def _make_plan(
         except BeautySpotError as exc:
             failures.append(DBFailure(entry.name, str(entry.path), str(exc)))
     zombies = ()
-    if orphans and grace_seconds is not None and not ws.single_db:
+    if orphans and grace_seconds is not None and not ws.single_db and entries is None:
         zombies = tuple(_plan_zombie(z, now, grace_seconds) for z in ws.zombies)
-    return Plan(command, now, cutoff, grace_seconds, func, tuple(dbs), zombies, tuple(failures))
+    return Plan(
+        command, now, cutoff, grace_seconds, func, tuple(dbs), zombies, tuple(failures), warnings
+    )
 
 
 def plan_gc(
@@ -361,20 +393,104 @@ def plan_gc(
     *,
     expired: bool = True,
     orphans: bool = True,
+    budget: Budget | None = None,
     timeout: float = 30.0,
 ) -> Plan:
-    """Expired rows and their blobs; orphans, stale temp files and zombie dirs past *grace*."""
-    rfilter = q.RowFilter(expired_before=to_instant(now)) if expired else None
+    """Expired rows and their blobs; orphans, stale temp files and zombie dirs past *grace*;
+    then, with a *budget*, the least recently updated tasks until under it."""
+    now_i = to_instant(now)
+    bounds: dict[str, tuple[float, int]] = {}
+    warnings: tuple[str, ...] = ()
+    if budget is not None and (budget.max_bytes is not None or budget.max_entries is not None):
+        bounds, warnings = _budget_bounds(ws, budget, now_i, timeout)
+
+    def passes_for(entry: DBEntry) -> list[RowPass]:
+        out = []
+        if expired:
+            out.append(RowPass(EXPIRED, q.RowFilter(expired_before=now_i)))
+        if entry.name in bounds:
+            out.append(
+                RowPass(
+                    OVER_BUDGET,
+                    q.RowFilter(live_at=now_i, order_at_or_before=bounds[entry.name]),
+                )
+            )
+        return out
+
     return _make_plan(
         "gc",
         ws,
-        EXPIRED,
-        rfilter,
+        passes_for,
         now=now,
         grace_seconds=grace.total_seconds(),
         orphans=orphans,
         timeout=timeout,
+        warnings=warnings,
     )
+
+
+def _budget_bounds(
+    ws: Workspace, budget: Budget, now_i: int, timeout: float
+) -> tuple[dict[str, tuple[float, int]], tuple[str, ...]]:
+    """Per DB, the (julianday, rowid) of its most recent task to evict (and older ones).
+
+    Walks tasks most recent first (merged across DBs unless per_db), adding up
+    payload bytes, until the budget is passed.
+    """
+    readers: list[tuple[DBEntry, TaskReader]] = []
+    bounds: dict[str, tuple[float, int]] = {}
+    warnings: list[str] = []
+    streams: list[Iterator] = []
+    try:
+        for entry in ws.dbs:
+            try:
+                readers.append((entry, TaskReader(entry.path, timeout)))
+            except BeautySpotError:
+                continue  # reported by the plan itself
+        streams = [_sized_rows(entry, reader.iter_by_recency(now_i)) for entry, reader in readers]
+        groups = [[s] for s in streams] if budget.per_db else [streams]
+        for group in groups:
+            count = size = 0
+            # Most recent first: unparsable (flag 1) before parsable, then julianday desc.
+            merged = heapq.merge(*group, key=lambda r: (-r[0], -(r[1] or 0.0), -r[2]))
+            for unparsable, jd, rowid, nbytes, name in merged:
+                count += 1
+                size += nbytes
+                over = (budget.max_entries is not None and count > budget.max_entries) or (
+                    budget.max_bytes is not None and size > budget.max_bytes
+                )
+                if not over or name in bounds:
+                    continue
+                if unparsable:
+                    warnings.append(
+                        f"{name}: over budget, but tasks with unparsable updated_at are never"
+                        " evicted"
+                    )
+                    continue
+                bounds[name] = (jd, rowid)
+                if len(bounds) == len(group):
+                    break
+    finally:
+        for stream in streams:  # stop the cursors before their connections close
+            stream.close()
+        for _entry, reader in readers:
+            reader.close()
+    return bounds, tuple(dict.fromkeys(warnings))
+
+
+def _sized_rows(entry: DBEntry, rows) -> Iterator[tuple[int, float | None, int, int, str]]:
+    storage = LocalStorage(entry.blob_dir)
+    try:
+        for unparsable, jd, rowid, inline, location in rows:
+            nbytes = inline or 0
+            norm = normalize_location(location) if location is not None else None
+            if norm is not None:
+                found = _stat_file(storage, norm)
+                if found is not None:
+                    nbytes += found[1].st_size
+            yield unparsable, jd, rowid, nbytes, entry.name
+    finally:
+        rows.close()
 
 
 def plan_prune(
@@ -388,7 +504,13 @@ def plan_prune(
     """Rows last updated before *cutoff* (optionally of one function) and their blobs."""
     rfilter = q.RowFilter(updated_before=to_instant(cutoff), func=func)
     return _make_plan(
-        "prune", ws, OLDER, rfilter, now=now, cutoff=cutoff, func=func, timeout=timeout
+        "prune",
+        ws,
+        lambda entry: [RowPass(OLDER, rfilter)],
+        now=now,
+        cutoff=cutoff,
+        func=func,
+        timeout=timeout,
     )
 
 
@@ -396,8 +518,202 @@ def plan_clear(
     ws: Workspace, now: dt.datetime, func: str | None = None, *, timeout: float = 30.0
 ) -> Plan:
     """Every row (or every row of one function) and its blobs."""
+    rfilter = q.RowFilter(func=func)
     return _make_plan(
-        "clear", ws, CLEARED, q.RowFilter(func=func), now=now, func=func, timeout=timeout
+        "clear",
+        ws,
+        lambda entry: [RowPass(CLEARED, rfilter)],
+        now=now,
+        func=func,
+        timeout=timeout,
+    )
+
+
+class AmbiguousKeyError(UsageError):
+    """A prefix that matches several tasks; ``candidates`` lists (db, key) pairs."""
+
+    def __init__(self, prefix: str, candidates: list[tuple[str, str]]):
+        super().__init__(f"{prefix!r} matches {len(candidates)} tasks; give more of the key")
+        self.prefix = prefix
+        self.candidates = candidates
+
+
+def resolve_keys(
+    ws: Workspace, args: list[str], timeout: float = 30.0
+) -> tuple[dict[str, list[str]], list[DBFailure]]:
+    """Map each KEY or unique PREFIX to (db name -> keys); refuse ambiguity or no match.
+
+    An exact key is taken in every DB that has it; a prefix must match exactly one
+    task across the workspace.  Nothing is deleted until every argument resolves.
+    """
+    by_db: dict[str, list[str]] = {}
+    failures: list[DBFailure] = []
+    for arg in args:
+        if not arg:
+            raise UsageError("empty key")
+        matches, failed = find_tasks(ws, arg, limit=20, timeout=timeout)
+        failures.extend(f for f in failed if f not in failures)
+        exact = [(e, k) for e, k in matches if k == arg]
+        chosen = exact or matches
+        if not chosen:
+            raise BeautySpotError(f"no task matches {arg!r}")
+        if not exact and len(chosen) > 1:
+            raise AmbiguousKeyError(arg, [(e.name, k) for e, k in chosen])
+        for entry, key in chosen:
+            keys = by_db.setdefault(entry.name, [])
+            if key not in keys:
+                keys.append(key)
+    return by_db, failures
+
+
+def plan_rm(
+    ws: Workspace, now: dt.datetime, keys_by_db: dict[str, list[str]], *, timeout: float = 30.0
+) -> Plan:
+    """The named tasks and their blobs."""
+    entries = tuple(e for e in ws.dbs if e.name in keys_by_db)
+    return _make_plan(
+        "rm",
+        ws,
+        lambda entry: [RowPass(REMOVED, q.RowFilter(keys=tuple(keys_by_db[entry.name])))],
+        now=now,
+        timeout=timeout,
+        entries=entries,
+    )
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``verify``: a check on a DB, how many problems, an example."""
+
+    db: str
+    check: str
+    problems: int
+    example: str = ""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    checks: tuple[Check, ...]
+    dangling: dict[str, tuple[str, ...]] = field(default_factory=dict)  # db -> keys
+    failures: tuple[DBFailure, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and all(c.problems == 0 for c in self.checks)
+
+
+def verify(
+    ws: Workspace,
+    now: dt.datetime,
+    grace: dt.timedelta = dt.timedelta(hours=1),
+    *,
+    full: bool = False,
+    timeout: float = 30.0,
+) -> VerifyReport:
+    """Check every DB and its blob dir; read-only."""
+    from .serializer import loads
+
+    checks: list[Check] = []
+    dangling: dict[str, tuple[str, ...]] = {}
+    failures: list[DBFailure] = []
+    limit_ns = int((now.timestamp() - grace.total_seconds()) * 1e9)
+    for entry in ws.dbs:
+        storage = LocalStorage(entry.blob_dir)
+        try:
+            with TaskReader(entry.path, timeout) as reader:
+                result = reader.integrity_check(full)
+                bad_upd, bad_exp = reader.unparsable_timestamps()
+                missing: list[str] = []
+                unsafe: list[str] = []
+                undecodable: list[str] = []
+                for key, location, data in reader.iter_payloads():
+                    payload = data
+                    if location is not None:
+                        norm = normalize_location(location)
+                        found = None if norm is None else _stat_file(storage, norm)
+                        if norm is None:
+                            unsafe.append(str(key))
+                            continue
+                        if found is None:
+                            missing.append(str(key))
+                            continue
+                        try:
+                            payload = found[0].read_bytes()
+                        except OSError:
+                            missing.append(str(key))
+                            continue
+                    if payload is None:
+                        continue
+                    try:
+                        loads(payload)
+                    except BeautySpotError:
+                        undecodable.append(str(key))
+                refs = _all_refs(reader)
+        except BeautySpotError as exc:
+            failures.append(DBFailure(entry.name, str(entry.path), str(exc)))
+            continue
+        orphans = [
+            b.location
+            for b in storage.iter_blobs()
+            if b.location not in refs and int(b.mtime * 1e9) < limit_ns
+        ]
+        temps = [t.location for t in storage.list_temp_files() if int(t.mtime * 1e9) < limit_ns]
+        integrity_bad = [r for r in result if r != "ok"]
+        name = entry.name
+        checks += [
+            Check(
+                name,
+                "integrity_check" if full else "quick_check",
+                len(integrity_bad),
+                integrity_bad[0] if integrity_bad else "ok",
+            ),
+            Check(
+                name, "dangling rows (blob missing)", len(missing), missing[0] if missing else ""
+            ),
+            Check(name, "unsafe blob locations", len(unsafe), unsafe[0] if unsafe else ""),
+            Check(name, "orphan blobs past grace", len(orphans), orphans[0] if orphans else ""),
+            Check(name, "stale temp files", len(temps), temps[0] if temps else ""),
+            Check(name, "unparsable updated_at", bad_upd),
+            Check(name, "unparsable expires_at", bad_exp),
+            Check(
+                name,
+                "undecodable payloads",
+                len(undecodable),
+                undecodable[0] if undecodable else "",
+            ),
+        ]
+        if missing:
+            dangling[name] = tuple(missing)
+    return VerifyReport(tuple(checks), dangling, tuple(failures))
+
+
+def plan_verify_fix(
+    ws: Workspace,
+    now: dt.datetime,
+    report: VerifyReport,
+    grace: dt.timedelta = dt.timedelta(hours=1),
+    *,
+    timeout: float = 30.0,
+) -> Plan:
+    """Dangling rows (so the cache recomputes them) and gc's orphans/temp files."""
+
+    def passes_for(entry: DBEntry) -> list[RowPass]:
+        keys = report.dangling.get(entry.name)
+        if not keys:
+            return []
+        return [RowPass(DANGLING, q.RowFilter(keys=keys), only_dangling=True)]
+
+    return _make_plan(
+        "verify --fix",
+        ws,
+        passes_for,
+        now=now,
+        grace_seconds=grace.total_seconds(),
+        orphans=True,
+        timeout=timeout,
     )
 
 
@@ -452,6 +768,76 @@ class WorkspaceLock:
             self._fd = None
 
 
+class AuditLog:
+    """``<workspace>/maintenance.log.jsonl``: one JSON line per deleted task or file.
+
+    Rotated when it passes ``max_bytes`` (to ``.1``, the previous ``.1`` dropped).
+    A disabled log writes nothing.
+    """
+
+    NAME = "maintenance.log.jsonl"
+
+    def __init__(
+        self,
+        root: Path,
+        command: str,
+        now: dt.datetime,
+        *,
+        enabled: bool = True,
+        max_bytes: int = 10 * 1024 * 1024,
+    ):
+        self.path = root / self.NAME
+        self.command = command
+        self.time = now.isoformat()
+        self.enabled = enabled
+        self.max_bytes = max_bytes
+        self._fh = None
+
+    def __enter__(self) -> AuditLog:
+        if self.enabled:
+            try:
+                if self.path.stat().st_size >= self.max_bytes:
+                    os.replace(self.path, self.path.with_name(self.NAME + ".1"))
+            except FileNotFoundError:
+                pass
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def record(
+        self,
+        db: str,
+        reason: str,
+        nbytes: int,
+        *,
+        key: object = None,
+        function: object = None,
+        path: str | None = None,
+    ) -> None:
+        if self._fh is None:
+            return
+        doc = {
+            "time": self.time,
+            "command": self.command,
+            "db": db,
+            "key": key,
+            "function": function,
+            "reason": reason,
+            "bytes": nbytes,
+        }
+        if path is not None:
+            doc["path"] = path
+        self._fh.write(json.dumps(doc, ensure_ascii=False, default=str) + "\n")
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+
 def _open_writer(path: str, timeout: float) -> sqlite3.Connection:
     """A write connection that never creates the file (``mode=rw``) and never migrates."""
     uri = "file:" + quote(str(Path(path).absolute()), safe="/") + "?mode=rw"
@@ -503,78 +889,109 @@ def _add(groups: dict, key: tuple[str, str, str], rows=0, files=0, size=0) -> No
     )
 
 
-def _execute_db(
+def _delete_pass(
+    conn: sqlite3.Connection,
+    schema: q.Schema,
     dbp: DBPlan,
-    groups: dict,
-    kept: list,
-    progress: Progress,
-    timeout: float,
-    batch: int,
+    rp: RowPass,
+    row_files: dict[str, PlannedFile],
+    ctx: _RunContext,
 ) -> None:
-    conn = _open_writer(dbp.path, timeout)
-    try:
-        schema = q.read_schema(conn)
+    storage = LocalStorage(dbp.blob_dir) if rp.only_dangling else None
+    after = None
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            q.ensure_indexes(conn, schema)
+            rows, after = q.select_batch(conn, schema, rp.rfilter, after, ctx.batch)
+            full = len(rows) == ctx.batch
+            if storage is not None:  # re-check: a re-saved key has its blob again
+                rows = [r for r in rows if not _blob_exists(storage, r.result_value)]
+            q.delete_rowids(conn, [r.rowid for r in rows])
             conn.execute("COMMIT")
-        except sqlite3.Error:
+        except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        row_files = {f.location: f for f in dbp.files if f.reason == dbp.reason}
-        if dbp.rfilter is not None:
-            after = None
-            while True:
+        for r in rows:
+            _add(ctx.groups, (dbp.name, r.function or "", rp.reason), 1, 0, r.data_size or 0)
+            ctx.audit.record(
+                dbp.name, rp.reason, r.data_size or 0, key=r.cache_key, function=r.function
+            )
+        # Rows are committed as gone: now their files, each re-checked.
+        for r in rows:
+            planned = row_files.pop(normalize_location(r.result_value) or "", None)
+            if planned is not None:
+                ctx.unlink(planned, conn, key=r.cache_key)
+        ctx.audit.flush()
+        ctx.progress(len(rows))
+        if not full:
+            return
+
+
+def _blob_exists(storage: LocalStorage, location: object) -> bool:
+    norm = normalize_location(location)
+    return norm is not None and _stat_file(storage, norm) is not None
+
+
+@dataclass
+class _RunContext:
+    groups: dict
+    kept: list
+    audit: AuditLog
+    progress: Progress
+    batch: int
+
+    def unlink(self, planned: PlannedFile, conn: sqlite3.Connection | None, key=None) -> None:
+        why = _unlink_checked(planned, conn)
+        if why is None:
+            _add(self.groups, (planned.db, planned.function, planned.reason), 0, 1, planned.size)
+            self.audit.record(
+                planned.db,
+                planned.reason,
+                planned.size,
+                key=key,
+                function=planned.function,
+                path=planned.path,
+            )
+        else:
+            self.kept.append((planned.path, why))
+
+
+def _execute_db(dbp: DBPlan, ctx: _RunContext, timeout: float) -> None:
+    conn = _open_writer(dbp.path, timeout)
+    try:
+        schema = q.read_schema(conn)
+        if dbp.passes:
+            try:
                 conn.execute("BEGIN IMMEDIATE")
-                try:
-                    rows, after = q.select_batch(conn, schema, dbp.rfilter, after, batch)
-                    q.delete_rowids(conn, [r.rowid for r in rows])
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                for r in rows:
-                    _add(groups, (dbp.name, r.function or "", dbp.reason), 1, 0, r.data_size or 0)
-                # Rows are committed as gone: now their files, each re-checked.
-                for r in rows:
-                    planned = row_files.pop(normalize_location(r.result_value) or "", None)
-                    if planned is None:
-                        continue
-                    why = _unlink_checked(planned, conn)
-                    if why is None:
-                        _add(groups, (dbp.name, planned.function, dbp.reason), 0, 1, planned.size)
-                    else:
-                        kept.append((planned.path, why))
-                progress(len(rows))
-                if len(rows) < batch:
-                    break
+                q.ensure_indexes(conn, schema)
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        reasons = {rp.reason for rp in dbp.passes}
+        row_files = {f.location: f for f in dbp.files if f.reason in reasons}
+        for rp in dbp.passes:
+            _delete_pass(conn, schema, dbp, rp, row_files, ctx)
         for planned in dbp.files:
             if planned.reason in (ORPHAN, TEMP):
-                why = _unlink_checked(planned, conn if planned.reason == ORPHAN else None)
-                if why is None:
-                    _add(groups, (dbp.name, "-", planned.reason), 0, 1, planned.size)
-                else:
-                    kept.append((planned.path, why))
-                progress(1)
+                ctx.unlink(planned, conn if planned.reason == ORPHAN else None)
+                ctx.progress(1)
+        ctx.audit.flush()
     finally:
         conn.close()
 
 
-def _execute_zombie(zp: ZombiePlan, groups: dict, kept: list, progress: Progress) -> int:
+def _execute_zombie(zp: ZombiePlan, ctx: _RunContext) -> int:
     root = Path(zp.path)
     owner = root.parent if root.parent.name == "blobs" else root.parent.parent
     if any((owner / f"{zp.name}{s}").exists() for s in (".db", ".sqlite")):
-        kept.extend((f.path, "its DB reappeared") for f in zp.files)
+        ctx.kept.extend((f.path, "its DB reappeared") for f in zp.files)
         return 0
     for planned in zp.files:
-        why = _unlink_checked(planned, None)
-        if why is None:
-            _add(groups, (zp.name, "-", ZOMBIE), 0, 1, planned.size)
-        else:
-            kept.append((planned.path, why))
-        progress(1)
+        ctx.unlink(planned, None)
+        ctx.progress(1)
     removed = LocalStorage(root).prune_empty_dirs()
     leftovers = [p.name for p in root.iterdir()] if root.is_dir() else []
     if leftovers == [".gitignore"]:
@@ -597,29 +1014,41 @@ def execute(
     timeout: float = 30.0,
     lock_wait: float = 10.0,
     batch: int = 2000,
+    audit: bool = True,
 ) -> Result:
     """Carry out *plan* under the workspace lock; return what was really deleted."""
     groups: dict[tuple[str, str, str], Group] = {}
     for g in plan.groups:  # same lines as the preview, even where nothing went
         groups[(g.db, g.function, g.reason)] = Group(g.db, g.function, g.reason)
-    kept: list[tuple[str, str]] = []
     failures = list(plan.failures)
     dirs_removed = 0
-    with WorkspaceLock(ws.lock_path, lock_wait):
+    with (
+        WorkspaceLock(ws.lock_path, lock_wait),
+        AuditLog(ws.root, plan.command, plan.now, enabled=audit) as log,
+    ):
+        ctx = _RunContext(groups, [], log, progress, batch)
         for dbp in plan.dbs:
             try:
-                _execute_db(dbp, groups, kept, progress, timeout, batch)
+                _execute_db(dbp, ctx, timeout)
             except (sqlite3.Error, BeautySpotError) as exc:
                 err = (
                     describe_sqlite_error(dbp.path, exc) if isinstance(exc, sqlite3.Error) else exc
                 )
                 failures.append(DBFailure(dbp.name, dbp.path, str(err)))
                 continue
-            if plan.command == "gc":
+            except OSError as exc:
+                failures.append(DBFailure(dbp.name, dbp.path, f"I/O error: {exc.strerror or exc}"))
+                continue
+            if plan.command in ("gc", "verify --fix"):
                 dirs_removed += LocalStorage(dbp.blob_dir).prune_empty_dirs()
         for zp in plan.zombies:
-            dirs_removed += _execute_zombie(zp, groups, kept, progress)
-    return Result(plan.command, tuple(groups.values()), tuple(kept), tuple(failures), dirs_removed)
+            try:
+                dirs_removed += _execute_zombie(zp, ctx)
+            except OSError as exc:
+                failures.append(DBFailure(zp.name, zp.path, f"I/O error: {exc.strerror or exc}"))
+    return Result(
+        plan.command, tuple(groups.values()), tuple(ctx.kept), tuple(failures), dirs_removed
+    )
 
 
 # --------------------------------------------------------------------------- reports

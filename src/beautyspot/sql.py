@@ -18,6 +18,7 @@ that is exact for every stored format (see :mod:`beautyspot.timeutil`):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from dataclasses import dataclass
 
@@ -207,6 +208,11 @@ class RowFilter:
     updated_before: int | None = None
     func: str | None = None
     keys: tuple[str, ...] | None = None
+    # Rows NOT expired at this instant (a budget pass leaves expired rows to gc's own).
+    live_at: int | None = None
+    # (julianday(updated_at), rowid) at or below this bound, parsable updated_at only:
+    # "this row and everything least recently updated after it" for size budgets.
+    order_at_or_before: tuple[float, int] | None = None
 
     def driving_column(self, schema: Schema) -> str | None:
         """The indexed column a keyset walk follows (None: walk rowids)."""
@@ -236,11 +242,24 @@ class RowFilter:
         if self.keys is not None:
             if not self.keys:
                 return "0", {}
-            names = []
-            for i, key in enumerate(self.keys):
-                names.append(f":k{i}")
-                params[f"k{i}"] = key
-            terms.append(f"cache_key IN ({', '.join(names)})")
+            # One JSON parameter, whatever the number of keys (no variable limit).
+            terms.append("cache_key IN (SELECT value FROM json_each(:keys_json))")
+            params["keys_json"] = json.dumps(list(self.keys))
+        if self.live_at is not None and schema.has("expires_at"):
+            terms.append(
+                "NOT coalesce(expires_at IS NOT NULL AND "
+                + before_sql("expires_at", "live")
+                + ", 0)"
+            )
+            params.update(before_params("live", self.live_at))
+        if self.order_at_or_before is not None:
+            if not schema.has("updated_at"):
+                return "0", {}
+            terms.append(
+                f"{valid_ts_sql('updated_at')}"
+                " AND (julianday(updated_at), rowid) <= (:ob_jd, :ob_rowid)"
+            )
+            params["ob_jd"], params["ob_rowid"] = self.order_at_or_before
         return (" AND ".join(terms) or "1"), params
 
 

@@ -189,3 +189,33 @@ def humanize_age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*\Z")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``500MB``, ``2GiB``, ``1.5GB``, ``4096`` (decimal and binary units)."""
+    m = _SIZE_RE.match(text or "")
+    if m is None or m.group(2).lower() not in _SIZE_UNITS:
+        raise UsageError(f"invalid size {text!r}: use e.g. 500MB, 2GiB, 1.5GB or a byte count")
+    value = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if value > 2**62:
+        raise UsageError(f"size {text!r} is too large")
+    return int(value)

@@ -22,7 +22,14 @@ import typer
 from .. import __version__
 from .. import maintenance as mt
 from ..errors import BeautySpotError, UsageError
-from ..timeutil import UTC, now_utc, parse_cutoff, parse_datetime, parse_duration
+from ..timeutil import (
+    UTC,
+    now_utc,
+    parse_cutoff,
+    parse_datetime,
+    parse_duration,
+    parse_size,
+)
 from ..workspace import Workspace, discover
 from .render import Output, format_bytes, safe_text
 
@@ -104,8 +111,8 @@ def main_options(
     Exit status: 0 success, 1 failure (unreadable DB, lock held, I/O error),
     2 usage error (bad argument, refused without --yes, ambiguous key).
     """
-    if workspace is not None:
-        STATE.workspace = workspace
+    # Reset every field: run() may be called more than once in one process.
+    STATE.workspace = workspace if workspace is not None else Path(".beautyspot")
     STATE.db = db
     STATE.json = json
     STATE.timeout = timeout
@@ -389,7 +396,7 @@ def show_cmd(
         out.line("preview:")
         for line in preview.splitlines() or [""]:
             out.line("  " + safe_text(line))
-    _report_failures(out, failures)
+    raise typer.Exit(EXIT_FAILURE if failures else EXIT_OK)
 
 
 # --------------------------------------------------------------------------- plans
@@ -447,7 +454,15 @@ def _render_plan(out: Output, plan: mt.Plan) -> None:
     )
 
 
-def _run_plan(plan: mt.Plan, ws: Workspace, out: Output, dry_run: bool) -> None:
+def _run_plan(
+    plan: mt.Plan,
+    ws: Workspace,
+    out: Output,
+    dry_run: bool,
+    *,
+    audit: bool = True,
+    report: bool = False,
+) -> None:
     if dry_run:
         if out.json_mode:
             out.json(_plan_json(plan, None))
@@ -457,10 +472,17 @@ def _run_plan(plan: mt.Plan, ws: Workspace, out: Output, dry_run: bool) -> None:
     total = plan.rows + plan.files
     with out.progress(total or None, f"{plan.command}: deleting") as bar:
         result = mt.execute(
-            plan, ws, progress=bar.advance, timeout=STATE.timeout, lock_wait=STATE.timeout
+            plan,
+            ws,
+            progress=bar.advance,
+            timeout=STATE.timeout,
+            lock_wait=STATE.timeout,
+            audit=audit,
         )
     if out.json_mode:
         out.json(_plan_json(plan, result))
+    elif report:
+        _render_report(out, plan, result, ws)
     else:
         _render_groups(out, f"{plan.command}: deleted", list(result.groups))
         for path, why in result.kept:
@@ -473,6 +495,32 @@ def _run_plan(plan: mt.Plan, ws: Workspace, out: Output, dry_run: bool) -> None:
             f" freed {format_bytes(result.bytes)}"
         )
     raise typer.Exit(_report_failures(out, result.failures))
+
+
+def _render_report(out: Output, plan: mt.Plan, result: mt.Result, ws: Workspace) -> None:
+    """A few plain lines for cron mail: what went, per reason; what was kept or skipped."""
+    by_reason: dict[str, list[int]] = {}
+    for g in result.groups:
+        tally = by_reason.setdefault(g.reason, [0, 0, 0])
+        tally[0] += g.rows
+        tally[1] += g.files
+        tally[2] += g.bytes
+    out.line(f"beautyspot {plan.command} report: {ws.root} at {plan.now:%Y-%m-%d %H:%M:%S} UTC")
+    out.line(
+        f"deleted {result.rows} tasks and {result.files} blob files,"
+        f" freed {format_bytes(result.bytes)}"
+    )
+    for reason, (rows, files, nbytes) in sorted(by_reason.items()):
+        out.line(f"  {reason}: {rows} tasks, {files} files, {format_bytes(nbytes)}")
+    warnings = [f"{d.name}: {w}" for d in plan.dbs for w in d.warnings] + list(plan.warnings)
+    out.line(
+        f"kept {len(result.kept)} planned files that changed; {len(result.failures)} DBs"
+        f" skipped; {len(warnings)} warnings"
+    )
+    for path, why in result.kept[:10]:
+        out.line(f"  kept {safe_text(path)}: {why}")
+    for w in warnings[:10]:
+        out.line(f"  warning: {safe_text(w)}")
 
 
 def _confirm_or_refuse(out: Output, yes: bool, dry_run: bool, what: str) -> None:
@@ -494,6 +542,14 @@ def _ask(out: Output, plan: mt.Plan, yes: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
+NoAuditOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-audit-log", help="Do not append deleted tasks and files to maintenance.log.jsonl."
+    ),
+]
+
+
 @app.command("gc")
 def gc_cmd(
     grace: Annotated[
@@ -505,18 +561,56 @@ def gc_cmd(
         bool, typer.Option("--no-orphans", help="Keep orphan blobs, temp files, zombie dirs.")
     ] = False,
     no_expired: Annotated[bool, typer.Option("--no-expired", help="Keep expired tasks.")] = False,
+    max_size: Annotated[
+        str | None,
+        typer.Option(
+            "--max-size",
+            help="Then evict least recently updated tasks until payloads total at most SIZE"
+            " (500MB, 2GiB).",
+        ),
+    ] = None,
+    max_entries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-entries", min=0, help="Then evict least recently updated tasks beyond N."
+        ),
+    ] = None,
+    per_db: Annotated[
+        bool, typer.Option("--per-db", help="Apply --max-size/--max-entries to each DB.")
+    ] = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="Print a short plain summary (for cron mail).")
+    ] = False,
+    no_audit_log: NoAuditOpt = False,
     yes: YesOpt = False,
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Delete expired tasks, orphan blobs, stale temp files and zombie dirs. Never prompts."""
+    """Delete expired tasks, orphan blobs, stale temp files and zombie dirs. Never prompts.
+
+    With --max-size/--max-entries, then evict the least recently updated tasks (across
+    the workspace, or per DB with --per-db) until under budget.
+    """
     grace_td = parse_duration(grace, allow_zero=True)
+    budget = None
+    if max_size is not None or max_entries is not None:
+        budget = mt.Budget(
+            parse_size(max_size) if max_size is not None else None, max_entries, per_db
+        )
+    elif per_db:
+        raise UsageError("--per-db goes with --max-size or --max-entries")
     ws, out, now = _setup(workspace, db, json)
     plan = mt.plan_gc(
-        ws, now, grace_td, expired=not no_expired, orphans=not no_orphans, timeout=STATE.timeout
+        ws,
+        now,
+        grace_td,
+        expired=not no_expired,
+        orphans=not no_orphans,
+        budget=budget,
+        timeout=STATE.timeout,
     )
-    _run_plan(plan, ws, out, dry_run)
+    _run_plan(plan, ws, out, dry_run, audit=not no_audit_log, report=report)
 
 
 @app.command("prune")
@@ -530,6 +624,7 @@ def prune_cmd(
     func: FuncOpt = None,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
+    no_audit_log: NoAuditOpt = False,
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
     json: JsonOpt = False,
@@ -542,7 +637,7 @@ def prune_cmd(
     plan = mt.plan_prune(ws, now, cutoff, func, timeout=STATE.timeout)
     if not dry_run:
         _ask(out, plan, yes)
-    _run_plan(plan, ws, out, dry_run)
+    _run_plan(plan, ws, out, dry_run, audit=not no_audit_log)
 
 
 @app.command("clear")
@@ -550,6 +645,7 @@ def clear_cmd(
     func: FuncOpt = None,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
+    no_audit_log: NoAuditOpt = False,
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
     json: JsonOpt = False,
@@ -560,7 +656,116 @@ def clear_cmd(
     plan = mt.plan_clear(ws, now, func, timeout=STATE.timeout)
     if not dry_run:
         _ask(out, plan, yes)
-    _run_plan(plan, ws, out, dry_run)
+    _run_plan(plan, ws, out, dry_run, audit=not no_audit_log)
+
+
+@app.command("rm")
+def rm_cmd(
+    keys: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY|PREFIX...",
+            help="Cache keys or unique prefixes; '-' reads keys from stdin, one per line.",
+        ),
+    ],
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    no_audit_log: NoAuditOpt = False,
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Delete specific tasks (by key or unique prefix) and their blob files.
+
+    Every argument must resolve before anything is deleted: an unknown key fails
+    (exit 1), an ambiguous prefix lists its candidates (exit 2).
+    """
+    wanted: list[str] = []
+    for arg in keys:
+        if arg == "-":
+            wanted += [line.strip() for line in sys.stdin if line.strip()]
+        else:
+            wanted.append(arg)
+    if not wanted:
+        raise UsageError("no keys given")
+    ws, out, now = _setup(workspace, db, json)
+    _confirm_or_refuse(out, yes, dry_run, "rm")
+    try:
+        by_db, failures = mt.resolve_keys(ws, wanted, STATE.timeout)
+    except mt.AmbiguousKeyError as exc:
+        if out.json_mode:
+            out.json(
+                {
+                    "error": "ambiguous",
+                    "prefix": exc.prefix,
+                    "candidates": [{"db": d, "cache_key": k} for d, k in exc.candidates],
+                }
+            )
+        else:
+            out.error(str(exc))
+            for d, k in exc.candidates[:20]:
+                out.line(f"  {safe_text(k)}  ({safe_text(d)})")
+        raise typer.Exit(EXIT_USAGE) from None
+    for f in failures:
+        out.error(f"skipped {f.db}: {f.message}")
+    plan = mt.plan_rm(ws, now, by_db, timeout=STATE.timeout)
+    if not dry_run:
+        _ask(out, plan, yes)
+    _run_plan(plan, ws, out, dry_run, audit=not no_audit_log)
+
+
+@app.command("verify")
+def verify_cmd(
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--fix", help="Delete dangling rows and collect orphans past --grace (as gc)."
+        ),
+    ] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="PRAGMA integrity_check instead of quick_check.")
+    ] = False,
+    grace: Annotated[
+        str, typer.Option("--grace", help="Orphan and temp files younger than this are fine.")
+    ] = "1h",
+    dry_run: DryRunOpt = False,
+    no_audit_log: NoAuditOpt = False,
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check every DB and blob dir; exit 1 when anything is wrong. --fix repairs.
+
+    Checks: SQLite quick_check (--full: integrity_check), FILE rows whose blob is
+    missing (dangling), unsafe blob locations, orphan blobs and stale temp files past
+    the grace period, unparsable timestamps, payloads that do not decode.
+    """
+    grace_td = parse_duration(grace, allow_zero=True)
+    ws, out, now = _setup(workspace, db, json)
+    report = mt.verify(ws, now, grace_td, full=full, timeout=STATE.timeout)
+    if fix:
+        plan = mt.plan_verify_fix(ws, now, report, grace_td, timeout=STATE.timeout)
+        _run_plan(plan, ws, out, dry_run, audit=not no_audit_log)
+    if out.json_mode:
+        out.json(
+            {
+                "ok": report.ok,
+                "checks": [asdict(c) for c in report.checks],
+                "errors": _failures_json(report.failures),
+            }
+        )
+    else:
+        out.table(
+            f"verify {ws.root}",
+            ["db", "check", "problems", "example"],
+            [[c.db, c.check, c.problems, c.example] for c in report.checks],
+            justify={"problems": "right"},
+            max_col_width=64,
+        )
+        bad = sum(1 for c in report.checks if c.problems)
+        out.line("all checks passed" if report.ok else f"{bad} checks found problems")
+    _report_failures(out, report.failures)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILURE)
 
 
 # --------------------------------------------------------------------------- entry
