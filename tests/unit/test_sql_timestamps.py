@@ -86,7 +86,7 @@ valid_texts = st.one_of(
     rendered_timestamps(wide_datetimes).map(lambda c: c[0]),
 )
 
-JUNK_CHARS = "0123456789 -:.+TtZz\t\n\u00a0x/\u0665\uff11"
+JUNK_CHARS = "0123456789 -:.+TtZz\t\n\u00a0x/\u0665\uff11\x00"
 
 
 @st.composite
@@ -158,7 +158,12 @@ def near_misses(draw) -> str:
                 st.sampled_from(["+00:00", "+14:00", "-14:00", "+14:01", "+15:00", "+0900", "+9"])
             )
         elif kind == "frac":
-            text += draw(st.sampled_from([".", ".0", ".5", ".123456789", ".1.2"]))
+            text += draw(
+                st.sampled_from(
+                    [".", ".0", ".5", ".123456789", ".1.2", "." + "7" * 40]
+                    + ["." + "1" * 309, "." + "9" * 400, "\x00", "\x00junk"]
+                )
+            )
         elif kind == "prefix":
             text = draw(st.sampled_from(["0000", "00001", "1", "9"])) + text[4:]
     return text
@@ -174,7 +179,7 @@ stored_values = st.one_of(
     st.binary(max_size=40),
     valid_texts.map(str.encode),
     st.none(),
-    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=30),
 )
 
 US_PER_DAY = 86_400_000_000
