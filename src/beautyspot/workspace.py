@@ -125,8 +125,9 @@ def _single(root: Path, db: Path) -> DBEntry:
     candidate = db
     if not candidate.exists() and len(db.parts) == 1 and root.is_dir():
         # --db NAME: a DB of the workspace, with or without its suffix.
-        for suffix in ("", *DB_SUFFIXES):
-            if (root / f"{db}{suffix}").exists():
+        # Suffixed names first: `old` may also be the legacy blob folder `old/`.
+        for suffix in (*DB_SUFFIXES, ""):
+            if (root / f"{db}{suffix}").is_file():
                 candidate = root / f"{db}{suffix}"
                 break
     if not candidate.exists():

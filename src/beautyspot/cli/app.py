@@ -202,6 +202,9 @@ def ls_cmd(
     )
     entry = ws.dbs[0]
     rows = mt.iter_tasks(entry, rfilter, limit, STATE.timeout)
+    if quiet and out.json_mode:
+        out.json({"db": entry.name, "path": str(entry.path), "keys": [r.cache_key for r in rows]})
+        return
     if quiet:
         for r in rows:
             out.line(safe_text(r.cache_key))

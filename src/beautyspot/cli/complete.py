@@ -31,6 +31,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 from ._completion_table import COMMANDS
 
@@ -432,8 +436,8 @@ PROTOCOLS: dict[str, Callable[[Mapping[str, str]], tuple[int, str | None]]] = {
 }
 
 
-def answer(environ: Mapping[str, str] = os.environ) -> int | None:
-    """Answer a completion request; the exit code, or None when the Typer app should."""
+def answer(environ: Mapping[str, str] = os.environ, out: BinaryIO | None = None) -> int | None:
+    """Answer a completion request on *out* (stdout); the exit code, or None for Typer."""
     protocol = PROTOCOLS.get(environ.get(COMPLETE_VAR, ""))
     if protocol is None:
         return None
@@ -443,8 +447,9 @@ def answer(environ: Mapping[str, str] = os.environ) -> int | None:
         return None  # malformed request: let Typer report it
     if text is not None:
         try:
-            sys.stdout.buffer.write(text.encode("utf-8", "replace"))
-            sys.stdout.flush()
+            stream = sys.stdout.buffer if out is None else out
+            stream.write(text.encode("utf-8", "replace"))
+            stream.flush()
         except BrokenPipeError:
             pass
     return code
