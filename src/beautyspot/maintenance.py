@@ -283,7 +283,11 @@ def _plan_db(
         seen.add(norm)
         found = _stat_file(storage, norm)
         if found is None:
-            continue  # dangling row: nothing on disk to free
+            try:
+                storage.resolve(norm)
+            except UnsafePathError:  # e.g. a symlink out of the blob dir
+                warnings.append(f"unsafe blob location {norm!r}: file not touched")
+            continue  # else a dangling row: nothing on disk to free
         path, st = found
         files.append(_planned(entry.name, path, norm, reason, st, function))
         g = groups[(function, reason)]

@@ -96,7 +96,7 @@ COMMANDS = {
             },
             {
                 "name": "help",
-                "opts": ("--help", "-h"),
+                "opts": ("-h", "--help"),
                 "nargs": 0,
                 "multiple": False,
                 "hidden": False,
@@ -202,7 +202,7 @@ COMMANDS = {
             },
             {
                 "name": "help",
-                "opts": ("--help", "-h"),
+                "opts": ("-h", "--help"),
                 "nargs": 0,
                 "multiple": False,
                 "hidden": False,
@@ -272,7 +272,7 @@ COMMANDS = {
             },
             {
                 "name": "help",
-                "opts": ("--help", "-h"),
+                "opts": ("-h", "--help"),
                 "nargs": 0,
                 "multiple": False,
                 "hidden": False,
@@ -441,7 +441,7 @@ COMMANDS = {
             },
             {
                 "name": "help",
-                "opts": ("--help", "-h"),
+                "opts": ("-h", "--help"),
                 "nargs": 0,
                 "multiple": False,
                 "hidden": False,
@@ -547,7 +547,7 @@ COMMANDS = {
             },
             {
                 "name": "help",
-                "opts": ("--help", "-h"),
+                "opts": ("-h", "--help"),
                 "nargs": 0,
                 "multiple": False,
                 "hidden": False,
@@ -642,7 +642,7 @@ COMMANDS = {
             },
             {
                 "name": "help",
-                "opts": ("--help", "-h"),
+                "opts": ("-h", "--help"),
                 "nargs": 0,
                 "multiple": False,
                 "hidden": False,
@@ -726,7 +726,7 @@ COMMANDS = {
             },
             {
                 "name": "help",
-                "opts": ("--help", "-h"),
+                "opts": ("-h", "--help"),
                 "nargs": 0,
                 "multiple": False,
                 "hidden": False,
@@ -840,7 +840,7 @@ COMMANDS = {
             },
             {
                 "name": "help",
-                "opts": ("--help", "-h"),
+                "opts": ("-h", "--help"),
                 "nargs": 0,
                 "multiple": False,
                 "hidden": False,

@@ -324,6 +324,7 @@ def show_cmd(
         raise BeautySpotError(f"no task matches {key!r}")
     if len(matches) > 1:
         shown = matches[:20]
+        out.error(f"{key!r} matches {len(matches)} tasks; give more of the key:")
         if out.json_mode:
             out.json(
                 {
@@ -332,7 +333,6 @@ def show_cmd(
                 }
             )
         else:
-            out.error(f"{key!r} matches {len(matches)} tasks; give more of the key:")
             for entry, k in shown:
                 out.line(f"  {safe_text(k)}  ({safe_text(entry.name)})")
         raise typer.Exit(EXIT_USAGE)
@@ -696,6 +696,7 @@ def rm_cmd(
     try:
         by_db, failures = mt.resolve_keys(ws, wanted, STATE.timeout)
     except mt.AmbiguousKeyError as exc:
+        out.error(str(exc))
         if out.json_mode:
             out.json(
                 {
@@ -705,7 +706,6 @@ def rm_cmd(
                 }
             )
         else:
-            out.error(str(exc))
             for d, k in exc.candidates[:20]:
                 out.line(f"  {safe_text(k)}  ({safe_text(d)})")
         raise typer.Exit(EXIT_USAGE) from None
