@@ -23,10 +23,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
-from urllib.parse import quote
 
+from . import readonly as ro
 from . import sql as q
-from .errors import DBBusyError, DBError, DBNotFoundError
+from .errors import DBBusyError, DBError, DBNotFoundError  # noqa: F401 (re-export)
 from .timeutil import format_ts, now_utc, parse_instant, to_instant
 
 if TYPE_CHECKING:  # pandas is imported lazily, inside get_history only
@@ -36,7 +36,7 @@ log = logging.getLogger("beautyspot.db")
 
 WRITER_THREAD_NAME = "BeautySpot-SQLiteWriter"
 DEFAULT_DB_PATH = Path(".beautyspot") / "beautyspot.db"
-MAX_PREFIX_RESULTS = 50
+MAX_PREFIX_RESULTS = ro.MAX_PREFIX_RESULTS
 DELETE_BATCH = 2000  # rows per delete transaction: a few ms of write lock each
 _GROUP_MAX = 1000  # jobs committed together at most
 _GROUP_DELAY = 0.0002  # seconds the writer waits for stragglers when others are writing
@@ -177,36 +177,12 @@ class TaskDBBase(ABC):
 # --------------------------------------------------------------------------- read-only
 
 
-def _is_wal_without_log(path: Path) -> bool:
-    """A WAL-mode DB with no ``-wal`` file: complete on disk and not open anywhere.
-
-    Opening such a DB read-only the normal way makes SQLite create ``-wal`` and
-    ``-shm`` files it cannot remove again; opening it ``immutable`` creates nothing.
-    """
-    try:
-        with open(path, "rb") as fh:
-            header = fh.read(20)
-    except OSError:
-        return False
-    is_wal = len(header) == 20 and header[:16] == b"SQLite format 3\x00" and header[18] == 2
-    return is_wal and not os.path.exists(f"{path}-wal")
+_is_wal_without_log = ro.is_wal_without_log
 
 
 def connect_readonly(path: str | os.PathLike, timeout: float = 5.0) -> sqlite3.Connection:
     """Open *path* read-only; create nothing; raise DBError subclasses on failure."""
-    p = Path(path)
-    if not p.exists():
-        raise DBNotFoundError(f"{p}: no such task DB")
-    if not p.is_file():
-        raise DBError(f"{p}: not a file")
-    uri = "file:" + quote(str(p.absolute()), safe="/") + "?mode=ro"
-    if _is_wal_without_log(p):
-        uri += "&immutable=1"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
-        conn.execute("PRAGMA query_only=ON")
-    except sqlite3.Error as exc:
-        raise DBError(f"{p}: cannot open: {exc}") from None
+    conn = ro.open_readonly(path, timeout)
     q.register_functions(conn)
     return conn
 
@@ -274,34 +250,16 @@ class TaskReader:
     def keys_with_prefix(self, prefix: str, limit: int = MAX_PREFIX_RESULTS) -> list[str]:
         """Keys starting with *prefix* (case-sensitive, wildcards literal), sorted."""
         try:
-            params = dict(q.prefix_params(prefix), limit=limit)
-            return [
-                r[0]
-                for r in self._run(
-                    "SELECT cache_key FROM tasks WHERE "
-                    + q.prefix_range_sql("cache_key")
-                    + " ORDER BY cache_key LIMIT :limit",
-                    params,
-                )
-            ]
-        except UnicodeEncodeError:  # lone surrogates: no stored key can match
-            return []
+            return ro.keys_with_prefix(self.conn, prefix, limit)
+        except sqlite3.Error as exc:
+            raise describe_sqlite_error(self.path, exc) from None
 
     def functions_with_prefix(self, prefix: str, limit: int = MAX_PREFIX_RESULTS) -> list[str]:
         """Distinct function names (short and qualified) starting with *prefix*."""
-        names: set[str] = set()
-        cols = ["func_name"] + (["func_identifier"] if self.schema.has("func_identifier") else [])
-        for col in cols:
-            try:
-                rows = self._run(
-                    f"SELECT DISTINCT {col} FROM tasks WHERE {q.prefix_range_sql(col)}"
-                    f" ORDER BY {col} LIMIT :limit",
-                    dict(q.prefix_params(prefix), limit=limit),
-                )
-            except UnicodeEncodeError:
-                return []
-            names.update(r[0] for r in rows if isinstance(r[0], str))
-        return sorted(names)[:limit]
+        try:
+            return ro.functions_with_prefix(self.conn, self.schema.columns, prefix, limit)
+        except sqlite3.Error as exc:
+            raise describe_sqlite_error(self.path, exc) from None
 
     def iter_rows(self, rfilter: q.RowFilter, batch: int = 5000) -> Iterator[q.TaskRow]:
         try:
@@ -755,7 +713,7 @@ class SQLiteTaskDB(TaskDBBase):
         self._check_open()
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            uri = "file:" + quote(str(self.db_path.absolute()), safe="/") + "?mode=ro"
+            uri = "file:" + ro.uri_quote(str(self.db_path.absolute())) + "?mode=ro"
             conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False)
             conn.execute("PRAGMA query_only=ON")
             q.register_functions(conn)

@@ -22,6 +22,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+from .readonly import next_prefix, prefix_params, prefix_range_sql  # noqa: F401
 from .timeutil import MAX_TS_LENGTH, from_instant, julian_day, parse_instant
 
 TASK_COLUMNS = (
@@ -64,11 +65,13 @@ MIGRATED_COLUMNS = (
     ("expires_at", "TIMESTAMP"),
 )
 
-# (name, column it needs, SQL). The first two are upstream's; the others are ours and
-# harmless to upstream: updated_at drives prune, result_value answers "is this blob
-# still referenced?" without a scan.
+# (name, column it needs, SQL). idx_func_identifier and idx_expires_at are upstream's;
+# the others are ours and harmless to upstream: func_name serves --func filters and
+# completion, updated_at drives prune, result_value answers "is this blob still
+# referenced?" without a scan.
 INDEXES = (
     ("idx_func_identifier", "func_identifier", "ON tasks(func_identifier)"),
+    ("idx_func_name", "func_name", "ON tasks(func_name)"),
     ("idx_expires_at", "expires_at", "ON tasks(expires_at)"),
     ("idx_updated_at", "updated_at", "ON tasks(updated_at)"),
     ("idx_result_value", "result_value", "ON tasks(result_value) WHERE result_value IS NOT NULL"),
@@ -168,32 +171,6 @@ def before_params(param: str, instant: int) -> dict[str, object]:
 def order_key_sql(col: str) -> str:
     """SQL sort key of a timestamp column by instant; unparsable values sort as NULL."""
     return f"(CASE WHEN {valid_ts_sql(col)} THEN julianday({col}) END)"
-
-
-def next_prefix(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with *prefix*.
-
-    SQLite compares TEXT bytewise (UTF-8), which is code-point order, so bumping the
-    last code point gives the exclusive upper bound of an index range.
-    """
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1]) + 1
-        if code == 0xD800:  # surrogates cannot be stored; skip their block
-            code = 0xE000
-        if code <= 0x10FFFF:
-            chars[-1] = chr(code)
-            return "".join(chars)
-        chars.pop()
-    return None
-
-
-def prefix_range_sql(col: str) -> str:
-    return f"({col} >= :prefix AND (:prefix_end IS NULL OR {col} < :prefix_end))"
-
-
-def prefix_params(prefix: str) -> dict[str, object]:
-    return {"prefix": prefix, "prefix_end": next_prefix(prefix)}
 
 
 @dataclass(frozen=True)

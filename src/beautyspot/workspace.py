@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
-
-DB_SUFFIXES = (".db", ".sqlite")
+from .readonly import DB_SUFFIXES, is_db_name
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def blob_dir_for(root: Path, name: str) -> tuple[Path, bool]:
 
 
 def _is_db_file(entry: os.DirEntry) -> bool:
-    return entry.name.endswith(DB_SUFFIXES) and not entry.name.startswith(".")
+    return is_db_name(entry.name)
 
 
 def discover(root: str | os.PathLike, db: str | os.PathLike | None = None) -> Workspace:

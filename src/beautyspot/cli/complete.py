@@ -3,14 +3,17 @@
 A TAB press runs ``beautyspot`` with ``_BEAUTYSPOT_COMPLETE`` set.  :func:`answer` handles
 that request here, from the generated command table (:mod:`._completion_table`, written by
 ``scripts/gen_artifacts.py`` from the Typer app and checked against it by the tests) and
-from index range queries through the read-only :class:`~beautyspot.db.TaskReader`; it
-imports nothing that the answer does not need (``python -X importtime`` shows it).
+from index range queries in :mod:`beautyspot.readonly` (what ``TaskReader`` runs too); it
+imports nothing that the answer does not need (``python -X importtime`` shows it): no
+``typing``, ``dataclasses`` or ``logging``, which alone cost more than Python's start-up.
 
 Protocols (the instruction in ``_BEAUTYSPOT_COMPLETE``):
 
 * ``complete_bash``, ``complete_zsh``, ``complete_fish``, ``complete_powershell``: Typer's,
   used by the scripts in ``completions/`` and by ``--install-completion``.  Output is
-  byte for byte what Typer itself would print for the same command line.
+  byte for byte what Typer itself would print for the same command line, except that
+  help texts are shown literally (Typer renders them as Rich markup, which eats
+  ``[default: ...]``).
 * ``bash_complete``, ``zsh_complete``, ``fish_complete``: Click 8's, for scripts generated
   by plain Click.
 
@@ -30,19 +33,20 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from typing import BinaryIO
-
+from ..readonly import DB_SUFFIXES
 from ._completion_table import COMMANDS
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (it costs ~5 ms)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import BinaryIO
 
 COMPLETE_VAR = "_BEAUTYSPOT_COMPLETE"
 MAX_CANDIDATES = 50
 DB_TIMEOUT = 0.25  # seconds a locked DB may hold up a TAB press
+QUERY_BUDGET = 1.0  # seconds of queries per request; a slower DB is cut off (no candidates)
 DEFAULT_WORKSPACE = ".beautyspot"
-DB_SUFFIXES = (".db", ".sqlite")  # as beautyspot.workspace.DB_SUFFIXES (a test checks)
 
 # A candidate: (value, help or None, Click item type: "plain", "file" or "dir").
 Item = tuple[str, "str | None", str]
@@ -233,42 +237,58 @@ def _showable(value: str) -> bool:
     return True
 
 
-def _db_paths(root: str, db: str | None) -> list:
-    from ..errors import BeautySpotError
-    from ..workspace import discover
+def _db_paths(root: str, db: str | None) -> list[str]:
+    from ..readonly import db_files, find_db
 
+    if db is not None:
+        path = find_db(root, db)
+        return [] if path is None else [path]
     try:
-        return [entry.path for entry in discover(root, db).dbs]
-    except (BeautySpotError, OSError):
-        return []  # no workspace, no such DB: nothing to offer
+        return db_files(root)
+    except OSError:
+        return []  # no workspace: nothing to offer
 
 
 def _from_each_db(root: str, db: str | None, fetch: Callable) -> list[str]:
     import sqlite3
+    import time
 
-    from ..db import TaskReader
     from ..errors import BeautySpotError
+    from ..readonly import open_readonly, task_columns
+
+    deadline = time.monotonic() + QUERY_BUDGET
+
+    def over_budget() -> int:  # SQLite's progress handler: non-zero interrupts the query
+        return int(time.monotonic() > deadline)
 
     found: list[str] = []
     for path in _db_paths(root, db):
         try:
-            with TaskReader(path, timeout=DB_TIMEOUT) as reader:
-                found.extend(fetch(reader))
+            conn = open_readonly(path, DB_TIMEOUT)
+            try:
+                conn.set_progress_handler(over_budget, 10_000)
+                columns = task_columns(conn)
+                if columns is not None:
+                    found.extend(fetch(conn, columns))
+            finally:
+                conn.close()
         except (BeautySpotError, OSError, sqlite3.Error):
-            continue  # unreadable or locked: the other DBs still answer
+            continue  # unreadable, locked or too slow: the other DBs still answer
     return found
 
 
 def _keys(root: str, db: str | None, prefix: str) -> list[str]:
-    return _from_each_db(root, db, lambda r: r.keys_with_prefix(prefix, MAX_CANDIDATES))
+    from ..readonly import keys_with_prefix
+
+    return _from_each_db(root, db, lambda c, _: keys_with_prefix(c, prefix, MAX_CANDIDATES))
 
 
 def _functions(root: str, db: str | None, prefix: str) -> list[str]:
-    return _from_each_db(root, db, lambda r: r.functions_with_prefix(prefix, MAX_CANDIDATES))
+    from ..readonly import functions_with_prefix
 
-
-def _is_db_name(name: str) -> bool:
-    return name.endswith(DB_SUFFIXES)
+    return _from_each_db(
+        root, db, lambda c, cols: functions_with_prefix(c, cols, prefix, MAX_CANDIDATES)
+    )
 
 
 def _dbs(root: str, db: str | None, incomplete: str) -> list[str]:
@@ -279,6 +299,7 @@ def _dbs(root: str, db: str | None, incomplete: str) -> list[str]:
         found += [
             os.path.basename(p).rsplit(".", 1)[0]
             for p in _db_paths(root, None)
+            if os.path.isfile(p)
             if os.path.basename(p).startswith(incomplete)
         ]
     directory = os.path.expanduser(head or "/") if slash else "."
@@ -288,7 +309,7 @@ def _dbs(root: str, db: str | None, incomplete: str) -> list[str]:
                 name = entry.name
                 if (
                     name.startswith(base)
-                    and _is_db_name(name)
+                    and name.endswith(DB_SUFFIXES)
                     and (base.startswith(".") or not name.startswith("."))
                     and entry.is_file()
                 ):
@@ -309,19 +330,52 @@ _SOURCES: dict[str, Callable[[str, str | None, str], list[str]]] = {
 
 
 def split_arg_string(string: str) -> list[str]:
-    """Click's ``split_arg_string``: shlex words, an unterminated last word kept as is."""
-    import shlex
-
-    lex = shlex.shlex(string, posix=True)
-    lex.whitespace_split = True
-    lex.commenters = ""
-    out = []
-    try:
-        for token in lex:
-            out.append(token)
-    except ValueError:
-        out.append(lex.token)
-    return out
+    """Click's ``split_arg_string`` (POSIX ``shlex`` words; an unterminated last word is
+    kept as far as it goes), without importing ``shlex`` and ``re``.  A Hypothesis test
+    checks it against Click's."""
+    words: list[str] = []
+    token: list[str] = []
+    started = False  # a word has begun (it may still be empty: '')
+    quote = ""
+    i, n = 0, len(string)
+    while i < n:
+        ch = string[i]
+        if quote == "'":
+            if ch == "'":
+                quote = ""
+            else:
+                token.append(ch)
+        elif quote == '"':
+            if ch == '"':
+                quote = ""
+            elif ch == "\\":
+                if i + 1 == n:
+                    break  # an escape at the very end: the word so far
+                nxt = string[i + 1]
+                token.append(nxt if nxt in '"\\' else ch + nxt)
+                i += 1
+            else:
+                token.append(ch)
+        elif ch in " \t\r\n":
+            if started:
+                words.append("".join(token))
+                token, started = [], False
+        elif ch == "\\":
+            started = True
+            if i + 1 == n:
+                break
+            token.append(string[i + 1])
+            i += 1
+        else:
+            started = True
+            if ch in "'\"":
+                quote = ch
+            else:
+                token.append(ch)
+        i += 1
+    if started:
+        words.append("".join(token))
+    return words
 
 
 def _typer_line(environ: Mapping[str, str]) -> tuple[list[str], str]:

@@ -1,0 +1,1 @@
+complete --command beautyspot --no-files --arguments "(env _BEAUTYSPOT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) beautyspot)" --condition "env _BEAUTYSPOT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) beautyspot"
