@@ -857,10 +857,12 @@ def _open_writer(path: str, timeout: float) -> sqlite3.Connection:
     return conn
 
 
-def _unlink_checked(planned: PlannedFile, conn: sqlite3.Connection | None) -> str | None:
-    """Delete *planned* if it is still the file the plan saw; else say why it was kept."""
-    if conn is not None and q.is_referenced(conn, planned.location):
-        return "still referenced by a row"
+def _unlink_checked(planned: PlannedFile) -> str | None:
+    """Delete *planned* if it is still the file the plan saw; else say why it was kept.
+
+    The file is renamed aside first and its inode checked, so an atomic re-save by a
+    writer between our check and the rename is put back, never lost.
+    """
     path = planned.path
     try:
         st = os.lstat(path)
@@ -899,8 +901,10 @@ def _delete_pass(
     dbp: DBPlan,
     rp: RowPass,
     row_files: dict[str, PlannedFile],
+    pending: list[tuple[PlannedFile, object]],
     ctx: _RunContext,
 ) -> None:
+    """Delete the pass's rows in committed batches; queue their planned files."""
     storage = LocalStorage(dbp.blob_dir) if rp.only_dangling else None
     after = None
     while True:
@@ -921,11 +925,9 @@ def _delete_pass(
             ctx.audit.record(
                 dbp.name, rp.reason, r.data_size or 0, key=r.cache_key, function=r.function
             )
-        # Rows are committed as gone: now their files, each re-checked.
-        for r in rows:
             planned = row_files.pop(normalize_location(r.result_value) or "", None)
             if planned is not None:
-                ctx.unlink(planned, conn, key=r.cache_key)
+                pending.append((planned, r.cache_key))
         ctx.audit.flush()
         ctx.progress(len(rows))
         if not full:
@@ -937,6 +939,20 @@ def _blob_exists(storage: LocalStorage, location: object) -> bool:
     return norm is not None and _stat_file(storage, norm) is not None
 
 
+def _live_refs(conn: sqlite3.Connection, schema: q.Schema) -> set[str]:
+    """Every (normalized) blob location a row names now: one pass over the column."""
+    if not schema.has("result_value"):
+        return set()
+    refs = set()
+    for (location,) in conn.execute(
+        "SELECT result_value FROM tasks WHERE result_value IS NOT NULL"
+    ):
+        norm = normalize_location(location)
+        if norm is not None:
+            refs.add(norm)
+    return refs
+
+
 @dataclass
 class _RunContext:
     groups: dict
@@ -945,8 +961,8 @@ class _RunContext:
     progress: Progress
     batch: int
 
-    def unlink(self, planned: PlannedFile, conn: sqlite3.Connection | None, key=None) -> None:
-        why = _unlink_checked(planned, conn)
+    def unlink(self, planned: PlannedFile, key: object = None) -> None:
+        why = _unlink_checked(planned)
         if why is None:
             _add(self.groups, (planned.db, planned.function, planned.reason), 0, 1, planned.size)
             self.audit.record(
@@ -962,25 +978,31 @@ class _RunContext:
 
 
 def _execute_db(dbp: DBPlan, ctx: _RunContext, timeout: float) -> None:
+    """Rows first, committed in batches; then the planned files no row names any more.
+
+    The schema is never changed: without an index on a filter's column the batches
+    walk rowids, which together scan the table once.
+    """
     conn = _open_writer(dbp.path, timeout)
     try:
         schema = q.read_schema(conn)
-        if dbp.passes:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                q.ensure_indexes(conn, schema)
-                conn.execute("COMMIT")
-            except sqlite3.Error:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         reasons = {rp.reason for rp in dbp.passes}
         row_files = {f.location: f for f in dbp.files if f.reason in reasons}
+        pending: list[tuple[PlannedFile, object]] = []
         for rp in dbp.passes:
-            _delete_pass(conn, schema, dbp, rp, row_files, ctx)
+            _delete_pass(conn, schema, dbp, rp, row_files, pending, ctx)
+        pending += [(f, None) for f in dbp.files if f.reason == ORPHAN]
+        # Just before unlinking: which of these files does a row (still, or newly) name?
+        refs = _live_refs(conn, schema) if pending else set()
+        for planned, key in pending:
+            if planned.location in refs:
+                ctx.kept.append((planned.path, "still referenced by a row"))
+            else:
+                ctx.unlink(planned, key)
+            ctx.progress(1)
         for planned in dbp.files:
-            if planned.reason in (ORPHAN, TEMP):
-                ctx.unlink(planned, conn if planned.reason == ORPHAN else None)
+            if planned.reason == TEMP:
+                ctx.unlink(planned)
                 ctx.progress(1)
         ctx.audit.flush()
     finally:
@@ -994,7 +1016,7 @@ def _execute_zombie(zp: ZombiePlan, ctx: _RunContext) -> int:
         ctx.kept.extend((f.path, "its DB reappeared") for f in zp.files)
         return 0
     for planned in zp.files:
-        ctx.unlink(planned, None)
+        ctx.unlink(planned)
         ctx.progress(1)
     removed = LocalStorage(root).prune_empty_dirs()
     leftovers = [p.name for p in root.iterdir()] if root.is_dir() else []

@@ -166,8 +166,7 @@ def functions_with_prefix(
         if col not in columns:
             continue
         sql = (
-            f"SELECT min({col}) FROM tasks WHERE {col} > :after"
-            f" AND (:end IS NULL OR {col} < :end)"
+            f"SELECT min({col}) FROM tasks WHERE {col} > :after AND (:end IS NULL OR {col} < :end)"
         )
         try:
             first = conn.execute(

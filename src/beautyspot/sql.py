@@ -87,6 +87,8 @@ class Schema:
     """The columns of one DB's ``tasks`` table."""
 
     columns: frozenset[str]
+    # Columns that lead an index: a keyset walk may follow them (else it walks rowids).
+    indexed: frozenset[str] = frozenset()
 
     def col(self, name: str) -> str:
         """The column, or ``NULL`` where an old DB lacks it."""
@@ -114,7 +116,15 @@ def read_schema(conn: sqlite3.Connection) -> Schema | None:
     rows = conn.execute("PRAGMA table_info(tasks)").fetchall()
     if not rows:
         return None
-    return Schema(frozenset(str(r[1]) for r in rows))
+    indexed = set()
+    for index in conn.execute("PRAGMA index_list(tasks)").fetchall():
+        if index[4]:  # partial: usable only when a query repeats its WHERE
+            continue
+        name = str(index[1]).replace('"', '""')
+        first = conn.execute(f'PRAGMA index_info("{name}")').fetchone()
+        if first is not None and first[2] is not None:
+            indexed.add(str(first[2]))
+    return Schema(frozenset(str(r[1]) for r in rows), frozenset(indexed))
 
 
 def _ts_lt(value: object, instant: int) -> int | None:
@@ -192,10 +202,14 @@ class RowFilter:
     order_at_or_before: tuple[float, int] | None = None
 
     def driving_column(self, schema: Schema) -> str | None:
-        """The indexed column a keyset walk follows (None: walk rowids)."""
-        if self.updated_before is not None and schema.has("updated_at"):
+        """The indexed column a keyset walk follows (None: walk rowids).
+
+        Without an index on the filter's column the walk follows rowids: each batch
+        resumes where the last stopped, so all batches together scan the table once.
+        """
+        if self.updated_before is not None and "updated_at" in schema.indexed:
             return "updated_at"
-        if self.expired_before is not None and schema.has("expires_at"):
+        if self.expired_before is not None and "expires_at" in schema.indexed:
             return "expires_at"
         return None
 
@@ -328,12 +342,3 @@ def ensure_indexes(conn: sqlite3.Connection, schema: Schema) -> None:
     for name, column, body in INDEXES:
         if schema.has(column):
             conn.execute(f"CREATE INDEX IF NOT EXISTS {name} {body}")
-
-
-def is_referenced(conn: sqlite3.Connection, location: str) -> bool:
-    """Does any row name *location* as its blob?"""
-    row = conn.execute(
-        "SELECT 1 FROM tasks WHERE result_value = ? AND result_value IS NOT NULL LIMIT 1",
-        (location,),
-    ).fetchone()
-    return row is not None
