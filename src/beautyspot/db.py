@@ -293,6 +293,18 @@ class TaskReader:
         except sqlite3.Error as exc:
             raise describe_sqlite_error(self.path, exc) from None
 
+    def iter_matching(self, rfilter: q.RowFilter) -> Iterator[tuple]:
+        """(cache_key, function, inline bytes, julianday of updated_at or None,
+        result_value, updated_at) of every matching row, streamed: one scan."""
+        cond, params = rfilter.where(self.schema)
+        s = self.schema
+        return self._stream(
+            f"SELECT cache_key, {s.function}, length({s.col('result_data')}),"
+            f" {q.order_key_sql(s.col('updated_at'))}, {s.col('result_value')},"
+            f" {s.col('updated_at')} FROM tasks WHERE {cond}",
+            params,
+        )
+
     def integrity_check(self, full: bool = False) -> list[str]:
         """``PRAGMA quick_check`` (or ``integrity_check``): ['ok'] when healthy."""
         pragma = "integrity_check" if full else "quick_check"
@@ -388,6 +400,20 @@ class TaskReader:
             f" strftime('%Y-%m-%d %H:%M:%S', max({key})) FROM tasks"
         )[0]
         return lo, hi
+
+    def summary(self, now_instant: int) -> tuple[int, str | None, str | None]:
+        """(expired rows, oldest, newest updated_at as UTC text) in one scan."""
+        s = self.schema
+        cond, params = q.RowFilter(expired_before=now_instant).where(s)
+        key = q.order_key_sql(s.col("updated_at"))
+        expired, lo, hi = self._run(
+            # CASE, not a bare boolean: SQLite short-circuits AND only in jump code.
+            f"SELECT total(CASE WHEN {cond} THEN 1 END),"
+            f" strftime('%Y-%m-%d %H:%M:%S', min({key})),"
+            f" strftime('%Y-%m-%d %H:%M:%S', max({key})) FROM tasks",
+            params,
+        )[0]
+        return int(expired), lo, hi
 
     def list_tasks(self, rfilter: q.RowFilter, limit: int | None) -> list[q.TaskRow]:
         """Matching rows, newest first (by instant; unparsable timestamps last)."""

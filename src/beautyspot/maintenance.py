@@ -40,7 +40,7 @@ from . import sql as q
 from .db import TaskReader, describe_sqlite_error
 from .errors import BeautySpotError, DBError, LockHeldError, UnsafePathError, UsageError
 from .storage import LocalStorage
-from .timeutil import parse_instant, to_instant
+from .timeutil import from_instant, parse_instant, to_instant
 from .workspace import DBEntry, Workspace, ZombieDir
 
 EXPIRED = "expired"
@@ -225,9 +225,14 @@ def normalize_location(location: object) -> str | None:
 def _stat_file(storage: LocalStorage, location: str) -> tuple[Path, os.stat_result] | None:
     """The confined path of a blob and its lstat, or None if unsafe or missing."""
     try:
-        path = storage.resolve(location)
+        if "/" not in location and location not in ("", ".", ".."):
+            # A plain name (upstream's `<key>.bin`): an entry of the blob dir itself;
+            # lstat does not follow a symlink, and only a regular file is accepted below.
+            path = storage.base_dir / location
+        else:
+            path = storage.resolve(location)
         st = os.lstat(path)
-    except (UnsafePathError, OSError):
+    except (UnsafePathError, OSError, ValueError):
         return None
     if not stat_mod.S_ISREG(st.st_mode):
         return None
@@ -261,20 +266,37 @@ def _plan_db(
     refs_by_row: list[tuple[str, str, str]] = []  # (function, reason, location)
     with TaskReader(entry.path, timeout) as reader:
         for rp in passes:
-            for function, rows, inline, first in reader.aggregate(rp.rfilter):
+            # One streamed pass per row pass: counts, bytes and oldest per function,
+            # the five oldest rows, and the blob files the rows name.
+            tally: dict[str, list] = {}
+            first: list[tuple[float, str, str, str]] = []
+            for key, function, inline, jd, location, updated in reader.iter_matching(rp.rfilter):
+                function = function or ""
+                t = tally.get(function)
+                if t is None:
+                    t = tally[function] = [0, 0, None]
+                t[0] += 1
+                t[1] += inline or 0
+                if jd is not None:
+                    if t[2] is None or jd < t[2]:
+                        t[2] = jd
+                    item = (-jd, str(key), function, str(updated))
+                    if len(first) < OLDEST_SHOWN:
+                        heapq.heappush(first, item)
+                    elif item > first[0]:
+                        heapq.heapreplace(first, item)
+                if location is not None:
+                    norm = normalize_location(location)
+                    if norm is None:
+                        warnings.append(f"unsafe blob location {location!r}: file not touched")
+                        continue
+                    matched[norm] += 1
+                    refs_by_row.append((function, rp.reason, norm))
+            for function, (rows, inline, jd) in tally.items():
                 groups[(function, rp.reason)] = Group(
-                    entry.name, function, rp.reason, rows, 0, inline, first
+                    entry.name, function, rp.reason, rows, 0, inline, _jd_text(jd)
                 )
-            oldest += [
-                (str(k), str(f), str(u)) for k, f, u in reader.oldest(rp.rfilter, OLDEST_SHOWN)
-            ]
-            for _key, function, location in reader.file_refs(rp.rfilter):
-                norm = normalize_location(location)
-                if norm is None:
-                    warnings.append(f"unsafe blob location {location!r}: file not touched")
-                    continue
-                matched[norm] += 1
-                refs_by_row.append((function or "", rp.reason, norm))
+            oldest += [(k, f, u) for _jd, k, f, u in sorted(first, reverse=True)]
         all_refs = _all_refs(reader)
     seen: set[str] = set()
     for function, reason, norm in refs_by_row:
@@ -327,6 +349,17 @@ def _plan_db(
         tuple(oldest[:OLDEST_SHOWN]),
         tuple(warnings),
     )
+
+
+def _jd_text(jd: float | None) -> str | None:
+    """A julianday() value as ``YYYY-MM-DD HH:MM:SS`` UTC."""
+    if jd is None:
+        return None
+    try:
+        moment = from_instant(round((jd - 2440587.5) * 86_400_000) * 1000)
+    except OverflowError:
+        return None
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _all_refs(reader: TaskReader) -> Counter[str]:
@@ -772,6 +805,15 @@ class WorkspaceLock:
             self._fd = None
 
 
+_encode_str = json.encoder.encode_basestring  # C-accelerated, ensure_ascii=False
+
+
+def _json_value(value: object) -> str:
+    if type(value) is str:
+        return _encode_str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 class AuditLog:
     """``<workspace>/maintenance.log.jsonl``: one JSON line per deleted task or file.
 
@@ -793,6 +835,8 @@ class AuditLog:
         self.path = root / self.NAME
         self.command = command
         self.time = now.isoformat()
+        self._time = _json_value(self.time)
+        self._command = _json_value(command)
         self.enabled = enabled
         self.max_bytes = max_bytes
         self._fh = None
@@ -824,18 +868,16 @@ class AuditLog:
     ) -> None:
         if self._fh is None:
             return
-        doc = {
-            "time": self.time,
-            "command": self.command,
-            "db": db,
-            "key": key,
-            "function": function,
-            "reason": reason,
-            "bytes": nbytes,
-        }
+        # Hundreds of thousands of lines per big prune: encode the strings directly
+        # (json's C string encoder) instead of a json.dumps per line.
+        line = (
+            f'{{"time": {self._time}, "command": {self._command}, "db": {_json_value(db)},'
+            f' "key": {_json_value(key)}, "function": {_json_value(function)},'
+            f' "reason": {_json_value(reason)}, "bytes": {int(nbytes)}'
+        )
         if path is not None:
-            doc["path"] = path
-        self._fh.write(json.dumps(doc, ensure_ascii=False, default=str) + "\n")
+            line += f', "path": {_json_value(path)}'
+        self._fh.write(line + "}\n")
 
     def flush(self) -> None:
         if self._fh is not None:
@@ -847,6 +889,9 @@ def _open_writer(path: str, timeout: float) -> sqlite3.Connection:
     uri = "file:" + quote(str(Path(path).absolute()), safe="/") + "?mode=rw"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        # Per connection, not persisted: in WAL mode the batch commits then skip an
+        # fsync each; _make_durable() syncs them all before any file is unlinked.
+        conn.execute("PRAGMA synchronous=NORMAL")
         q.register_functions(conn)
         schema = q.read_schema(conn)
     except sqlite3.Error as exc:
@@ -889,10 +934,13 @@ def _unlink_checked(planned: PlannedFile) -> str | None:
 
 
 def _add(groups: dict, key: tuple[str, str, str], rows=0, files=0, size=0) -> None:
-    g = groups.get(key) or Group(*key)
-    groups[key] = Group(
-        g.db, g.function, g.reason, g.rows + rows, g.files + files, g.bytes + size, g.oldest
-    )
+    """Count into *groups* (key -> [rows, files, bytes]); made Groups at the end."""
+    tally = groups.get(key)
+    if tally is None:
+        tally = groups[key] = [0, 0, 0]
+    tally[0] += rows
+    tally[1] += files
+    tally[2] += size
 
 
 def _delete_pass(
@@ -937,6 +985,14 @@ def _delete_pass(
 def _blob_exists(storage: LocalStorage, location: object) -> bool:
     norm = normalize_location(location)
     return norm is not None and _stat_file(storage, norm) is not None
+
+
+def _make_durable(conn: sqlite3.Connection) -> None:
+    """Sync the deletions to disk before files go: a power cut must not bring back
+    rows whose blobs were already unlinked.  A WAL checkpoint syncs the WAL first."""
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if str(mode).lower() == "wal":
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _live_refs(conn: sqlite3.Connection, schema: q.Schema) -> set[str]:
@@ -992,6 +1048,8 @@ def _execute_db(dbp: DBPlan, ctx: _RunContext, timeout: float) -> None:
         for rp in dbp.passes:
             _delete_pass(conn, schema, dbp, rp, row_files, pending, ctx)
         pending += [(f, None) for f in dbp.files if f.reason == ORPHAN]
+        if pending:
+            _make_durable(conn)
         # Just before unlinking: which of these files does a row (still, or newly) name?
         refs = _live_refs(conn, schema) if pending else set()
         for planned, key in pending:
@@ -1043,9 +1101,9 @@ def execute(
     audit: bool = True,
 ) -> Result:
     """Carry out *plan* under the workspace lock; return what was really deleted."""
-    groups: dict[tuple[str, str, str], Group] = {}
+    groups: dict[tuple[str, str, str], list[int]] = {}
     for g in plan.groups:  # same lines as the preview, even where nothing went
-        groups[(g.db, g.function, g.reason)] = Group(g.db, g.function, g.reason)
+        groups[(g.db, g.function, g.reason)] = [0, 0, 0]
     failures = list(plan.failures)
     dirs_removed = 0
     with (
@@ -1072,9 +1130,8 @@ def execute(
                 dirs_removed += _execute_zombie(zp, ctx)
             except OSError as exc:
                 failures.append(DBFailure(zp.name, zp.path, f"I/O error: {exc.strerror or exc}"))
-    return Result(
-        plan.command, tuple(groups.values()), tuple(ctx.kept), tuple(failures), dirs_removed
-    )
+    done = tuple(Group(*key, *tally) for key, tally in groups.items())
+    return Result(plan.command, done, tuple(ctx.kept), tuple(failures), dirs_removed)
 
 
 # --------------------------------------------------------------------------- reports
@@ -1111,8 +1168,7 @@ def summarize(ws: Workspace, now: dt.datetime, timeout: float = 5.0) -> list[DBS
         tasks = SQLiteTaskDB.count_tasks(entry.path, timeout)
         try:
             with TaskReader(entry.path, timeout) as reader:
-                expired = reader.count_matching(q.RowFilter(expired_before=to_instant(now)))
-                oldest, newest = reader.time_range()
+                expired, oldest, newest = reader.summary(to_instant(now))
         except BeautySpotError as exc:
             out.append(
                 DBSummary(

@@ -140,17 +140,25 @@ def register_functions(conn: sqlite3.Connection) -> None:
 
 
 def valid_ts_sql(col: str) -> str:
-    """SQL: *col* holds a timestamp :func:`parse_instant` accepts."""
+    """SQL: *col* holds a timestamp :func:`parse_instant` accepts.
+
+    ``julianday()`` does most of the parsing; the rest are cheap positional checks on
+    what it is lenient about: one separator, seconds present, hour 24, year 0000, and
+    (only for days 29-31, so rarely) a round trip that rejects 30 February.
+    """
     # substr() yields text with no affinity: on a TIMESTAMP (NUMERIC) column a bare
     # `col >= '0001'` would compare against the integer 1.  julianday() stops reading
     # at a NUL and misreads hundreds of fraction digits, hence the length/NUL checks.
     head = f"substr({col}, 1, 19)"
     return (
-        f"(typeof({col}) = 'text' AND length({col}) <= {MAX_TS_LENGTH}"
+        f"(typeof({col}) = 'text' AND length({col}) BETWEEN 19 AND {MAX_TS_LENGTH}"
         f" AND instr({col}, char(0)) = 0"
         f" AND substr({col}, 1, 4) BETWEEN '0001' AND '9999'"
+        f" AND substr({col}, 11, 1) IN (' ', 'T') AND substr({col}, 14, 1) = ':'"
+        f" AND substr({col}, 17, 1) = ':' AND substr({col}, 12, 2) < '24'"
         f" AND julianday({col}) IS NOT NULL"
-        f" AND strftime('%Y-%m-%d %H:%M:%S', julianday({head})) = replace({head}, 'T', ' '))"
+        f" AND (substr({col}, 9, 2) <= '28' OR strftime('%Y-%m-%d %H:%M:%S',"
+        f" julianday({head})) = replace({head}, 'T', ' ')))"
     )
 
 
