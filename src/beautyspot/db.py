@@ -39,7 +39,6 @@ DEFAULT_DB_PATH = Path(".beautyspot") / "beautyspot.db"
 MAX_PREFIX_RESULTS = ro.MAX_PREFIX_RESULTS
 DELETE_BATCH = 2000  # rows per delete transaction: a few ms of write lock each
 _GROUP_MAX = 1000  # jobs committed together at most
-_GROUP_DELAY = 0.0002  # seconds the writer waits for stragglers when others are writing
 
 
 class TaskRecord(TypedDict):
@@ -496,7 +495,6 @@ class SQLiteTaskDB(TaskDBBase):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closing = False
         self._dead = False
-        self._last_group = 1
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._ensure_parent()
@@ -564,12 +562,6 @@ class SQLiteTaskDB(TaskDBBase):
                 first = self._queue.get()
             batch = [first]
             self._drain(batch)
-            if 1 < len(batch) < self._last_group or (len(batch) == 1 and self._last_group > 1):
-                # Several threads were writing a moment ago and fewer have queued
-                # yet: give them a moment to join this commit (group commit delay).
-                time.sleep(_GROUP_DELAY)
-                self._drain(batch)
-            self._last_group = len(batch)
             group: list[_Job] = []
             for job in batch:
                 if job is _STOP:
