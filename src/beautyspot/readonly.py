@@ -119,11 +119,19 @@ def next_prefix(prefix: str) -> str | None:
 
 
 def prefix_range_sql(col: str) -> str:
-    return f"({col} >= :prefix AND (:prefix_end IS NULL OR {col} < :prefix_end))"
+    """Both bounds always present, so the index range is bounded on both sides (an
+    optional upper bound would make SQLite scan from the prefix to the index's end)."""
+    return f"({col} >= :prefix AND {col} < :prefix_end)"
+
+
+# SQLite sorts every TEXT value before any BLOB: the upper bound when no string
+# bounds the prefix (an empty prefix, or one of U+10FFFF characters).
+ABOVE_ALL_TEXT = b""
 
 
 def prefix_params(prefix: str) -> dict[str, object]:
-    return {"prefix": prefix, "prefix_end": next_prefix(prefix)}
+    end = next_prefix(prefix)
+    return {"prefix": prefix, "prefix_end": ABOVE_ALL_TEXT if end is None else end}
 
 
 def keys_with_prefix(
@@ -161,17 +169,14 @@ def functions_with_prefix(
     ``idx_func_identifier``; without them each lookup scans).
     """
     names: set[str] = set()
-    end = next_prefix(prefix)
+    end = prefix_params(prefix)["prefix_end"]
     for col in ("func_name", "func_identifier"):
         if col not in columns:
             continue
-        sql = (
-            f"SELECT min({col}) FROM tasks WHERE {col} > :after AND (:end IS NULL OR {col} < :end)"
-        )
+        sql = f"SELECT min({col}) FROM tasks WHERE {col} > :after AND {col} < :end"
         try:
             first = conn.execute(
-                f"SELECT min({col}) FROM tasks WHERE {col} >= :start"
-                f" AND (:end IS NULL OR {col} < :end)",
+                f"SELECT min({col}) FROM tasks WHERE {col} >= :start AND {col} < :end",
                 {"start": prefix, "end": end},
             ).fetchone()[0]
             found = 0
