@@ -196,6 +196,32 @@ def describe_sqlite_error(path: object, exc: sqlite3.Error) -> DBError:
     return DBError(f"{path}: {text}")
 
 
+def _torn_tail(path: Path) -> str | None:
+    """Why *path* is shorter than its own header says (its end was lost), else None.
+
+    SQLite reads missing pages as zeros and only fails on a query that touches one, so
+    a torn tail can look healthy.  Not checked while a ``-wal`` or ``-journal`` exists:
+    recovery may still change the size legitimately.
+    """
+    if any(os.path.exists(f"{path}{s}") for s in ("-wal", "-journal")):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return None
+    if len(header) < 100 or header[:16] != b"SQLite format 3\x00":
+        return None
+    page = int.from_bytes(header[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count is valid only if its change counter matches (offset 92).
+    if pages and header[24:28] == header[92:96] and size < pages * page:
+        return f"truncated: {size} bytes, its header says {pages * page}"
+    return None
+
+
 class TaskReader:
     """Read-only access to one task DB, for the maintenance tool and completion.
 
@@ -204,6 +230,9 @@ class TaskReader:
 
     def __init__(self, path: str | os.PathLike, timeout: float = 5.0):
         self.path = Path(path)
+        torn = _torn_tail(self.path)
+        if torn is not None:
+            raise DBError(f"{self.path}: not a valid SQLite database ({torn})")
         self.conn = connect_readonly(self.path, timeout)
         try:
             schema = q.read_schema(self.conn)
@@ -235,14 +264,15 @@ class TaskReader:
 
     def get_row(self, cache_key: str) -> TaskRow | None:
         rows = self._run(
-            f"SELECT {q.row_select(self.schema)} FROM tasks WHERE cache_key = ?", (cache_key,)
+            f"SELECT {q.row_select(self.schema)} FROM tasks WHERE cache_key = CAST(? AS TEXT)",
+            (q.text_param(cache_key),),
         )
         return q.TaskRow.from_sql(rows[0]) if rows else None
 
     def get_payload(self, cache_key: str) -> bytes | None:
         rows = self._run(
-            f"SELECT {self.schema.col('result_data')} FROM tasks WHERE cache_key = ?",
-            (cache_key,),
+            f"SELECT {self.schema.col('result_data')} FROM tasks WHERE cache_key = CAST(? AS TEXT)",
+            (q.text_param(cache_key),),
         )
         return rows[0][0] if rows else None
 

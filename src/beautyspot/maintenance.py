@@ -39,7 +39,7 @@ from urllib.parse import quote
 from . import sql as q
 from .db import TaskReader, describe_sqlite_error
 from .errors import BeautySpotError, DBError, LockHeldError, UnsafePathError, UsageError
-from .storage import LocalStorage
+from .storage import BLOB_SUFFIX, LocalStorage
 from .timeutil import from_instant, parse_instant, to_instant
 from .workspace import DBEntry, Workspace, ZombieDir
 
@@ -303,6 +303,11 @@ def _plan_db(
         if norm in seen or all_refs[norm] > matched[norm]:
             continue  # counted once; or still named by a row that stays
         seen.add(norm)
+        if not norm.endswith(BLOB_SUFFIX):
+            # SPEC §2: .gitignore, *.spot_tmp (a write in progress) and other non-.bin
+            # files are never blobs, whatever a row says.
+            warnings.append(f"blob location {norm!r} is not a *.bin file: file not touched")
+            continue
         found = _stat_file(storage, norm)
         if found is None:
             try:
@@ -848,7 +853,16 @@ class AuditLog:
                     os.replace(self.path, self.path.with_name(self.NAME + ".1"))
             except FileNotFoundError:
                 pass
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+            # backslashreplace: a key or file name that is not UTF-8 (surrogates) is
+            # logged as \udcXX text instead of crashing the run after it deleted things.
+            self._fh = open(  # noqa: SIM115 - closed in __exit__
+                self.path, "a", encoding="utf-8", errors="backslashreplace"
+            )
+            if self._fh.tell() > 0:
+                with open(self.path, "rb") as last:
+                    last.seek(-1, os.SEEK_END)
+                    if last.read(1) != b"\n":  # a run killed mid-line: start afresh
+                        self._fh.write("\n")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1106,6 +1120,10 @@ def execute(
         groups[(g.db, g.function, g.reason)] = [0, 0, 0]
     failures = list(plan.failures)
     dirs_removed = 0
+    if not plan.dbs and not plan.zombies:
+        # Nothing readable to act on (e.g. --db named a file that is not a task DB):
+        # take no lock and open no log, so nothing is created beside that file.
+        return Result(plan.command, (), (), tuple(failures), 0)  # no DB: no groups either
     with (
         WorkspaceLock(ws.lock_path, lock_wait),
         AuditLog(ws.root, plan.command, plan.now, enabled=audit) as log,

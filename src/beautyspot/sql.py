@@ -107,8 +107,10 @@ class Schema:
     def func_filter(self, param: str = "func") -> str:
         """A ``--func`` filter: matches func_name or func_identifier."""
         if self.has("func_identifier"):
-            return f"(func_name = :{param} OR func_identifier = :{param})"
-        return f"func_name = :{param}"
+            return (
+                f"(func_name = CAST(:{param} AS TEXT) OR func_identifier = CAST(:{param} AS TEXT))"
+            )
+        return f"func_name = CAST(:{param} AS TEXT)"
 
 
 def read_schema(conn: sqlite3.Connection) -> Schema | None:
@@ -134,9 +136,29 @@ def _ts_lt(value: object, instant: int) -> int | None:
     return int(parsed < instant)
 
 
+def decode_text(raw: bytes) -> str:
+    """TEXT as ``str``: bytes that are not UTF-8 become lone surrogates (surrogateescape),
+    as ``os.fsdecode`` does for file names, so a value read can be bound back unchanged
+    (:func:`text_param`) and display code escapes it instead of the DB being unreadable."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def text_param(value: object) -> object:
+    """A parameter for ``CAST(? AS TEXT)``: a ``str`` holding surrogates (from
+    :func:`decode_text`, or from argv) is bound as its original bytes."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape")
+    return value
+
+
 def register_functions(conn: sqlite3.Connection) -> None:
-    """Install the SQL functions the predicates use (per connection)."""
+    """Install the SQL functions the predicates use, and lossless TEXT decoding (per
+    connection)."""
     conn.create_function("bs_ts_lt", 2, _ts_lt, deterministic=True)
+    conn.text_factory = decode_text
 
 
 def valid_ts_sql(col: str) -> str:
@@ -237,7 +259,7 @@ class RowFilter:
             params.update(before_params("upd", self.updated_before))
         if self.func is not None:
             terms.append(schema.func_filter())
-            params["func"] = self.func
+            params["func"] = text_param(self.func)
         if self.keys is not None:
             if not self.keys:
                 return "0", {}

@@ -57,11 +57,21 @@ class State:
 
 STATE = State()
 
+
+def _workspace_path(value: str) -> Path:
+    """``--workspace ''`` (e.g. an unset shell variable) is an error, not the current
+    directory (``Path('')`` is ``.``)."""
+    if not value:
+        raise typer.BadParameter("must not be empty", param_hint="'--workspace'")
+    return Path(value)
+
+
 WorkspaceOpt = Annotated[
     Path | None,
     typer.Option(
         "--workspace",
         "-w",
+        parser=_workspace_path,
         envvar="BEAUTYSPOT_WORKSPACE",
         show_envvar=True,
         help="Workspace directory [default: ./.beautyspot].",
@@ -811,6 +821,9 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except OSError as exc:
         err.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        return EXIT_FAILURE
+    except Exception as exc:  # a bug: still one line for cron, never a traceback
+        err.error(f"internal error: {type(exc).__name__}: {exc}")
         return EXIT_FAILURE
     return rc if isinstance(rc, int) else EXIT_OK
 

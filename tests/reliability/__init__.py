@@ -1,0 +1,1 @@
+"""Reliability and security scenarios of issue 6 (see RELIABILITY.md)."""
