@@ -136,8 +136,26 @@ class ZombiePlan:
     kept: int  # files too young (or not blobs) that keep the directory alive
 
 
+class _Totals:
+    """rows, files and bytes summed over ``groups`` (a plan's, or a result's)."""
+
+    groups: tuple[Group, ...] | list[Group]
+
+    @property
+    def rows(self) -> int:
+        return sum(g.rows for g in self.groups)
+
+    @property
+    def files(self) -> int:
+        return sum(g.files for g in self.groups)
+
+    @property
+    def bytes(self) -> int:
+        return sum(g.bytes for g in self.groups)
+
+
 @dataclass(frozen=True)
-class Plan:
+class Plan(_Totals):
     """Everything a maintenance command would delete, fixed at planning time."""
 
     command: str
@@ -160,21 +178,9 @@ class Plan:
                 )
         return out
 
-    @property
-    def rows(self) -> int:
-        return sum(d.rows for d in self.dbs)
-
-    @property
-    def files(self) -> int:
-        return sum(g.files for g in self.groups)
-
-    @property
-    def bytes(self) -> int:
-        return sum(g.bytes for g in self.groups)
-
 
 @dataclass(frozen=True)
-class Result:
+class Result(_Totals):
     """What :func:`execute` did; ``groups`` mirror the plan's, with real numbers."""
 
     command: str
@@ -182,18 +188,6 @@ class Result:
     kept: tuple[tuple[str, str], ...]  # (path, why the planned file was kept)
     failures: tuple[DBFailure, ...]
     dirs_removed: int = 0
-
-    @property
-    def rows(self) -> int:
-        return sum(g.rows for g in self.groups)
-
-    @property
-    def files(self) -> int:
-        return sum(g.files for g in self.groups)
-
-    @property
-    def bytes(self) -> int:
-        return sum(g.bytes for g in self.groups)
 
 
 @dataclass(frozen=True)

@@ -546,6 +546,15 @@ def _confirm_or_refuse(out: Output, yes: bool, dry_run: bool, what: str) -> None
         )
 
 
+def _ask_then_run(
+    plan: mt.Plan, ws: Workspace, out: Output, dry_run: bool, yes: bool, *, audit: bool
+) -> None:
+    """prune, clear, rm: confirm on a terminal (unless --yes or a dry run), then run."""
+    if not dry_run:
+        _ask(out, plan, yes)
+    _run_plan(plan, ws, out, dry_run, audit=audit)
+
+
 def _ask(out: Output, plan: mt.Plan, yes: bool) -> None:
     if yes:
         return
@@ -648,9 +657,7 @@ def prune_cmd(
     ws, out, now = _setup(workspace, db, json)
     _confirm_or_refuse(out, yes, dry_run, "prune")
     plan = mt.plan_prune(ws, now, cutoff, func, timeout=STATE.timeout)
-    if not dry_run:
-        _ask(out, plan, yes)
-    _run_plan(plan, ws, out, dry_run, audit=not no_audit_log)
+    _ask_then_run(plan, ws, out, dry_run, yes, audit=not no_audit_log)
 
 
 @app.command("clear")
@@ -667,9 +674,7 @@ def clear_cmd(
     ws, out, now = _setup(workspace, db, json)
     _confirm_or_refuse(out, yes, dry_run, "clear")
     plan = mt.plan_clear(ws, now, func, timeout=STATE.timeout)
-    if not dry_run:
-        _ask(out, plan, yes)
-    _run_plan(plan, ws, out, dry_run, audit=not no_audit_log)
+    _ask_then_run(plan, ws, out, dry_run, yes, audit=not no_audit_log)
 
 
 @app.command("rm")
@@ -722,9 +727,7 @@ def rm_cmd(
     for f in failures:
         out.error(f"skipped {f.db}: {f.message}")
     plan = mt.plan_rm(ws, now, by_db, timeout=STATE.timeout)
-    if not dry_run:
-        _ask(out, plan, yes)
-    _run_plan(plan, ws, out, dry_run, audit=not no_audit_log)
+    _ask_then_run(plan, ws, out, dry_run, yes, audit=not no_audit_log)
 
 
 @app.command("verify")
