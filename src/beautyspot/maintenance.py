@@ -847,17 +847,21 @@ class AuditLog:
                     os.replace(self.path, self.path.with_name(self.NAME + ".1"))
             except FileNotFoundError:
                 pass
-            # backslashreplace: a key or file name that is not UTF-8 (surrogates) is
-            # logged as \udcXX text instead of crashing the run after it deleted things.
-            self._fh = open(  # noqa: SIM115 - closed in __exit__
-                self.path, "a", encoding="utf-8", errors="backslashreplace"
-            )
+            self._open()
             if self._fh.tell() > 0:
                 with open(self.path, "rb") as last:
                     last.seek(-1, os.SEEK_END)
                     if last.read(1) != b"\n":  # a run killed mid-line: start afresh
                         self._fh.write("\n")
         return self
+
+    def _open(self) -> None:
+        # backslashreplace: a key or file name that is not UTF-8 (surrogates) is
+        # logged as \udcXX text instead of crashing the run after it deleted things.
+        self._fh = open(  # noqa: SIM115 - closed in __exit__
+            self.path, "a", encoding="utf-8", errors="backslashreplace"
+        )
+        self._size = self._fh.tell()
 
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
@@ -885,7 +889,14 @@ class AuditLog:
         )
         if path is not None:
             line += f', "path": {_json_value(path)}'
-        self._fh.write(line + "}\n")
+        line += "}\n"
+        self._fh.write(line)
+        # Rotate while writing too: one clear of 1M rows writes ~250 MB of lines.
+        self._size += len(line)  # characters: close enough to bytes for a size bound
+        if self._size >= self.max_bytes:
+            self._fh.close()
+            os.replace(self.path, self.path.with_name(self.NAME + ".1"))
+            self._open()
 
     def flush(self) -> None:
         if self._fh is not None:
@@ -976,14 +987,19 @@ def _delete_pass(
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        per_function: dict[str, list[int]] = {}  # one Group update per function, not per row
         for r in rows:
-            _add(ctx.groups, (dbp.name, r.function or "", rp.reason), 1, 0, r.data_size or 0)
+            acc = per_function.setdefault(r.function or "", [0, 0])
+            acc[0] += 1
+            acc[1] += r.data_size or 0
             ctx.audit.record(
                 dbp.name, rp.reason, r.data_size or 0, key=r.cache_key, function=r.function
             )
             planned = row_files.pop(normalize_location(r.result_value) or "", None)
             if planned is not None:
                 pending.append((planned, r.cache_key))
+        for function, (n, size) in per_function.items():
+            _add(ctx.groups, (dbp.name, function, rp.reason), n, 0, size)
         ctx.audit.flush()
         ctx.progress(len(rows))
         if not full:

@@ -104,13 +104,21 @@ class Schema:
             return "COALESCE(func_identifier, func_name)"
         return "func_name"
 
-    def func_filter(self, param: str = "func") -> str:
-        """A ``--func`` filter: matches func_name or func_identifier."""
+    def func_filter(self, param: str = "func", *, indexable: bool = True) -> str:
+        """A ``--func`` filter: matches func_name or func_identifier.
+
+        ``indexable=False`` puts a unary ``+`` on the columns so SQLite cannot answer
+        the filter from idx_func_name/idx_func_identifier.  A keyset walk needs that:
+        with both indexes SQLite plans ``prune --func`` as a MULTI-INDEX OR plus a sort,
+        re-reading every row of the function for each 2,000-row batch (0.5-0.7 s a
+        batch for a 235k-row function of a 1M-row DB) instead of following the
+        driving timestamp index.
+        """
+        p = "" if indexable else "+"
+        v = f"CAST(:{param} AS TEXT)"
         if self.has("func_identifier"):
-            return (
-                f"(func_name = CAST(:{param} AS TEXT) OR func_identifier = CAST(:{param} AS TEXT))"
-            )
-        return f"func_name = CAST(:{param} AS TEXT)"
+            return f"({p}func_name = {v} OR {p}func_identifier = {v})"
+        return f"{p}func_name = {v}"
 
 
 def read_schema(conn: sqlite3.Connection) -> Schema | None:
@@ -258,7 +266,8 @@ class RowFilter:
             terms.append(before_sql("updated_at", "upd"))
             params.update(before_params("upd", self.updated_before))
         if self.func is not None:
-            terms.append(schema.func_filter())
+            # Keep the function indexes out of a walk along the driving index.
+            terms.append(schema.func_filter(indexable=self.driving_column(schema) is None))
             params["func"] = text_param(self.func)
         if self.keys is not None:
             if not self.keys:

@@ -122,8 +122,9 @@ def _zombies(root: Path, names: set[str]) -> list[ZombieDir]:
 
 def _single(root: Path, db: Path) -> DBEntry:
     candidate = db
-    if not candidate.exists() and len(db.parts) == 1 and root.is_dir():
-        # --db NAME: a DB of the workspace, with or without its suffix.
+    if len(db.parts) == 1 and root.is_dir():
+        # --db NAME: a DB of the workspace first (with or without its suffix), so a
+        # folder of the same name in the current directory does not shadow it.
         # Suffixed names first: `old` may also be the legacy blob folder `old/`.
         for suffix in (*DB_SUFFIXES, ""):
             if (root / f"{db}{suffix}").is_file():
