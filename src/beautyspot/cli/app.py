@@ -652,9 +652,9 @@ def prune_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Delete tasks last updated before a cutoff, and their blob files."""
-    now = _now()
-    cutoff = parse_cutoff(older_than, now)
+    parse_cutoff(older_than, _now())  # a bad --older-than is reported before anything else
     ws, out, now = _setup(workspace, db, json)
+    cutoff = parse_cutoff(older_than, now)  # from the one `now` the plan uses
     _confirm_or_refuse(out, yes, dry_run, "prune")
     plan = mt.plan_prune(ws, now, cutoff, func, timeout=STATE.timeout)
     _ask_then_run(plan, ws, out, dry_run, yes, audit=not no_audit_log)
