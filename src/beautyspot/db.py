@@ -373,63 +373,6 @@ class TaskReader:
             params,
         )
 
-    # Aggregates for the maintenance tool, computed in SQL so a million rows never
-    # become a million Python objects.
-
-    def aggregate(self, rfilter: q.RowFilter) -> list[tuple[str, int, int, str | None]]:
-        """(function, rows, inline payload bytes, oldest updated_at as UTC text) per function."""
-        cond, params = rfilter.where(self.schema)
-        s = self.schema
-        return [
-            (fn if fn is not None else "", int(n), int(b or 0), oldest)
-            for fn, n, b, oldest in self._run(
-                f"SELECT {s.function} AS fn, count(*), total(length({s.col('result_data')})),"
-                f" strftime('%Y-%m-%d %H:%M:%S', min({q.order_key_sql(s.col('updated_at'))}))"
-                f" FROM tasks WHERE {cond} GROUP BY fn ORDER BY fn",
-                params,
-            )
-        ]
-
-    def file_refs(self, rfilter: q.RowFilter) -> Iterator[tuple[str, str, str]]:
-        """(cache_key, function, result_value) of matching rows that name a blob file."""
-        cond, params = rfilter.where(self.schema)
-        s = self.schema
-        if not s.has("result_value"):
-            return iter(())
-        sql = (
-            f"SELECT cache_key, {s.function}, result_value FROM tasks"
-            f" WHERE {cond} AND result_value IS NOT NULL"
-        )
-        try:
-            return iter(self.conn.execute(sql, params).fetchall())
-        except sqlite3.Error as exc:
-            raise describe_sqlite_error(self.path, exc) from None
-
-    def oldest(self, rfilter: q.RowFilter, n: int) -> list[tuple[str, str, object]]:
-        cond, params = rfilter.where(self.schema)
-        s = self.schema
-        return self._run(
-            f"SELECT cache_key, {s.function}, {s.col('updated_at')} FROM tasks WHERE {cond}"
-            f" ORDER BY {q.order_key_sql(s.col('updated_at'))} LIMIT {int(n)}",
-            params,
-        )
-
-    def count_matching(self, rfilter: q.RowFilter) -> int:
-        cond, params = rfilter.where(self.schema)
-        return int(self._run(f"SELECT count(*) FROM tasks WHERE {cond}", params)[0][0])
-
-    def time_range(self) -> tuple[str | None, str | None]:
-        """Oldest and newest updated_at (UTC text) over parsable values."""
-        s = self.schema
-        if not s.has("updated_at"):
-            return None, None
-        key = q.order_key_sql("updated_at")
-        lo, hi = self._run(
-            f"SELECT strftime('%Y-%m-%d %H:%M:%S', min({key})),"
-            f" strftime('%Y-%m-%d %H:%M:%S', max({key})) FROM tasks"
-        )[0]
-        return lo, hi
-
     def summary(self, now_instant: int) -> tuple[int, str | None, str | None]:
         """(expired rows, oldest, newest updated_at as UTC text) in one scan."""
         s = self.schema
@@ -468,26 +411,24 @@ TaskRow = q.TaskRow
 class _Job:
     """One unit of work for the writer thread."""
 
-    __slots__ = ("fn", "stepper", "single", "sql", "params", "event", "state", "result", "error")
+    __slots__ = ("fn", "stepper", "sql", "params", "event", "state", "result", "error")
     PENDING, RUNNING, CANCELLED = 0, 1, 2
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], Any] | None,
         stepper: bool = False,
-        single: bool = False,
+        sql: str | None = None,
+        params: tuple = (),
     ):
         self.fn = fn
         # A stepper runs one bounded transaction per turn and is re-queued until it
         # returns (True, result): big deletes let other writes in between batches.
         self.stepper = stepper
-        # One SQL statement: SQLite undoes a failed statement by itself, so the job
-        # needs no savepoint of its own (two statements fewer per save).
-        self.single = single
         # A plain statement job (fn None, sql set): consecutive ones with the same SQL
-        # are bound in one executemany call.
-        self.sql: str | None = None
-        self.params: tuple = ()
+        # are bound in one executemany call; SQLite undoes a failed statement by itself.
+        self.sql = sql
+        self.params = params
         self.event = threading.Event()
         self.state = _Job.PENDING
         self.result: Any = None
@@ -645,12 +586,6 @@ class SQLiteTaskDB(TaskDBBase):
             if job.fn is None:  # a flush barrier
                 job.result = True
                 continue
-            if job.single:
-                try:
-                    job.result = job.fn(conn)
-                except Exception as exc:  # its statement was rolled back by SQLite
-                    job.error = exc
-                continue
             conn.execute("SAVEPOINT job")
             try:
                 job.result = job.fn(conn)
@@ -754,12 +689,10 @@ class SQLiteTaskDB(TaskDBBase):
         fn: Callable | None,
         *,
         stepper: bool = False,
-        single: bool = False,
         sql: str | None = None,
         params: tuple = (),
     ) -> Any:
-        job = _Job(fn, stepper, single)
-        job.sql, job.params = sql, params
+        job = _Job(fn, stepper, sql, params)
         with self._lock:
             self._check_open()
             self._queue.put(job)
