@@ -734,9 +734,13 @@ class SQLiteTaskDB(TaskDBBase):
         return conn
 
     def _read(self, sql: str, params: Any = ()) -> list[tuple]:
+        return self._with_reader(lambda conn: conn.execute(sql, params).fetchall())
+
+    def _with_reader(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run *query* on this thread's read connection."""
         conn = self._reader()
         try:
-            return conn.execute(sql, params).fetchall()
+            return query(conn)
         except sqlite3.Error:
             # A connection that failed may be in a bad state: drop it, reopen next time.
             self._local.conn = None
@@ -885,18 +889,7 @@ class SQLiteTaskDB(TaskDBBase):
 
     def get_keys_start_with(self, prefix: str) -> list[str]:
         """Up to 50 keys starting with *prefix*, sorted; ``%`` and ``_`` are literal."""
-        try:
-            return [
-                r[0]
-                for r in self._read(
-                    "SELECT cache_key FROM tasks WHERE "
-                    + q.prefix_range_sql("cache_key")
-                    + f" ORDER BY cache_key LIMIT {MAX_PREFIX_RESULTS}",
-                    q.prefix_params(prefix),
-                )
-            ]
-        except UnicodeEncodeError:
-            return []
+        return self._with_reader(lambda conn: ro.keys_with_prefix(conn, prefix))
 
     def get_history(self, limit: int = 1000) -> pd.DataFrame:
         """The latest *limit* tasks, newest first (by instant, not by string)."""
