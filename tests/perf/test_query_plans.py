@@ -255,13 +255,12 @@ def test_show_prefix_resolution_searches_the_primary_key(ws_root: Path, recorded
 def test_library_get_keys_start_with_searches_the_primary_key(tmp_path: Path, monkeypatch):
     path = make_db(tmp_path / "ws" / "lib.db")
     log: list = []
-    real_read = SQLiteTaskDB._read
+    real_with_reader = SQLiteTaskDB._with_reader
 
-    def read(self, sql, params=()):
-        log.append((sql, params))
-        return real_read(self, sql, params)
+    def with_reader(self, query):
+        return real_with_reader(self, lambda conn: query(Recorder(conn, log)))
 
-    monkeypatch.setattr(SQLiteTaskDB, "_read", read)
+    monkeypatch.setattr(SQLiteTaskDB, "_with_reader", with_reader)
     db = SQLiteTaskDB(path)
     try:
         assert db.get_keys_start_with("0a") == ["0a" + "ab" * 31]
