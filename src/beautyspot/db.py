@@ -13,7 +13,6 @@ migration, no file created, a mistyped path is an error (never a new empty DB).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import queue
 import sqlite3
@@ -32,7 +31,18 @@ from .timeutil import format_ts, now_utc, parse_instant, to_instant
 if TYPE_CHECKING:  # pandas is imported lazily, inside get_history only
     import pandas as pd
 
-log = logging.getLogger("beautyspot.db")
+
+class _Log:
+    """``logging.getLogger("beautyspot.db")``, imported on first use: read-only paths
+    (``show``, completion) never log and should not pay for importing logging."""
+
+    def __getattr__(self, name: str) -> Any:
+        import logging
+
+        return getattr(logging.getLogger("beautyspot.db"), name)
+
+
+log = _Log()
 
 WRITER_THREAD_NAME = "BeautySpot-SQLiteWriter"
 DEFAULT_DB_PATH = Path(".beautyspot") / "beautyspot.db"

@@ -39,6 +39,7 @@ from urllib.parse import quote
 from . import sql as q
 from .db import TaskReader, describe_sqlite_error
 from .errors import BeautySpotError, DBError, LockHeldError, UnsafePathError, UsageError
+from .lookup import DBFailure, TaskDetail, find_tasks, load_detail  # noqa: F401 (re-export)
 from .storage import BLOB_SUFFIX, LocalStorage
 from .timeutil import from_instant, parse_instant, to_instant
 from .workspace import DBEntry, Workspace, ZombieDir
@@ -90,13 +91,6 @@ class PlannedFile:
     mtime_ns: int
     ino: int
     function: str = "-"
-
-
-@dataclass(frozen=True)
-class DBFailure:
-    db: str
-    path: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -1219,62 +1213,6 @@ def summarize(ws: Workspace, now: dt.datetime, timeout: float = 5.0) -> list[DBS
             )
         )
     return out
-
-
-@dataclass(frozen=True)
-class TaskDetail:
-    db: str
-    db_path: str
-    row: q.TaskRow
-    expired: bool | None  # None: no expiry, or unparsable
-    blob_path: str | None
-    blob_size: int | None
-    blob_error: str | None
-    payload: bytes | None = field(repr=False, default=None)
-
-
-def find_tasks(
-    ws: Workspace, key: str, limit: int = 50, timeout: float = 5.0
-) -> tuple[list[tuple[DBEntry, str]], list[DBFailure]]:
-    """(db, key) pairs whose key equals *key*, else those starting with it (bounded)."""
-    exact, prefixed, failures = [], [], []
-    for entry in ws.dbs:
-        try:
-            with TaskReader(entry.path, timeout) as reader:
-                if reader.get_row(key) is not None:
-                    exact.append((entry, key))
-                    continue
-                prefixed.extend((entry, k) for k in reader.keys_with_prefix(key, limit + 1))
-        except BeautySpotError as exc:
-            failures.append(DBFailure(entry.name, str(entry.path), str(exc)))
-    return (exact or sorted(prefixed, key=lambda p: (p[1], p[0].name))), failures
-
-
-def load_detail(entry: DBEntry, key: str, now: dt.datetime, timeout: float = 5.0) -> TaskDetail:
-    """Everything ``show`` prints about one task; reads the payload (inline or blob)."""
-    from .timeutil import parse_instant
-
-    with TaskReader(entry.path, timeout) as reader:
-        row = reader.get_row(key)
-        if row is None:
-            raise DBError(f"{entry.path}: task {key!r} vanished")
-        payload = reader.get_payload(key)
-    expiry = parse_instant(row.expires_at)
-    expired = None if expiry is None else expiry < to_instant(now)
-    blob_path = blob_size = blob_error = None
-    if row.result_value is not None:
-        storage = LocalStorage(entry.blob_dir)
-        try:
-            path = storage.resolve(row.result_value)
-            blob_path = str(path)
-            payload = storage.load(row.result_value)
-            blob_size = len(payload)
-        except BeautySpotError as exc:
-            blob_error = str(exc)
-            payload = None
-    return TaskDetail(
-        entry.name, str(entry.path), row, expired, blob_path, blob_size, blob_error, payload
-    )
 
 
 def iter_tasks(

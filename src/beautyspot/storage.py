@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -182,7 +181,7 @@ class LocalStorage:
 
         self._ensure_base_dir()
         target = self.base_dir / location
-        temp = self.base_dir / f"{location}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        temp = self.base_dir / f"{location}.{os.urandom(8).hex()}{TEMP_SUFFIX}"
         try:
             # O_EXCL: never reuse or follow an existing entry; mode 0o666 lets the umask
             # decide permissions, as for any ordinary file the user's program writes.

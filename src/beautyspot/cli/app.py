@@ -11,7 +11,6 @@ ambiguous key).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -21,19 +20,23 @@ import typer
 
 from .. import __version__
 from .. import maintenance as mt
-from ..errors import BeautySpotError, UsageError
+from ..errors import UsageError
 from ..timeutil import (
-    UTC,
-    now_utc,
     parse_cutoff,
-    parse_datetime,
     parse_duration,
     parse_size,
 )
 from ..workspace import Workspace, discover
+from .common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    display_ts,
+    exit_code_for,
+    now_from_env,
+)
 from .render import Output, format_bytes, safe_text
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from .show import show_task
 
 app = typer.Typer(
     name="beautyspot",
@@ -66,7 +69,7 @@ def _workspace_path(value: str) -> Path:
     return Path(value)
 
 
-WorkspaceOpt = Annotated[
+WorkspaceRootOpt = Annotated[
     Path | None,
     typer.Option(
         "--workspace",
@@ -75,6 +78,17 @@ WorkspaceOpt = Annotated[
         envvar="BEAUTYSPOT_WORKSPACE",
         show_envvar=True,
         help="Workspace directory [default: ./.beautyspot].",
+    ),
+]
+# A command's own --workspace has no envvar: an explicit `beautyspot -w DIR CMD` must
+# beat BEAUTYSPOT_WORKSPACE, which only the root option reads.
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        parser=_workspace_path,
+        help="Workspace directory [default: $BEAUTYSPOT_WORKSPACE, else ./.beautyspot].",
     ),
 ]
 DbOpt = Annotated[
@@ -102,7 +116,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    workspace: WorkspaceOpt = None,
+    workspace: WorkspaceRootOpt = None,
     db: DbOpt = None,
     json: JsonOpt = False,
     timeout: Annotated[
@@ -141,23 +155,8 @@ def _setup(
     return ws, out, _now()
 
 
-def _now() -> dt.datetime:
-    """The clock, or ``BEAUTYSPOT_NOW`` (an ISO date-time) for tests and reproducible runs."""
-    fixed = os.environ.get("BEAUTYSPOT_NOW")
-    if fixed:
-        moment = parse_datetime(fixed.replace("T", " ").replace("Z", "+00:00"))
-        if moment is None:
-            raise UsageError(f"BEAUTYSPOT_NOW={fixed!r} is not a timestamp")
-        return moment
-    return now_utc()
-
-
-def _ts(value: object) -> str:
-    """A stored timestamp for display: UTC if parsable, else shown literally."""
-    moment = parse_datetime(value)
-    if moment is None:
-        return "" if value is None else f"{safe_text(value)} (unparsable)"
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+_now = now_from_env
+_ts = display_ts
 
 
 def _failures_json(failures) -> list[dict]:
@@ -324,92 +323,19 @@ def show_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Show one task: metadata, expiry, blob file and a decoded preview."""
-    if not key:
-        raise UsageError("KEY must not be empty")
-    ws, out, now = _setup(workspace, db, json)
-    matches, failures = mt.find_tasks(ws, key, timeout=STATE.timeout)
-    for f in failures:
-        out.error(f"skipped {f.db}: {f.message}")
-    if not matches:
-        raise BeautySpotError(f"no task matches {key!r}")
-    if len(matches) > 1:
-        shown = matches[:20]
-        out.error(f"{key!r} matches {len(matches)} tasks; give more of the key:")
-        if out.json_mode:
-            out.json(
-                {
-                    "error": "ambiguous",
-                    "candidates": [{"db": e.name, "cache_key": k} for e, k in matches],
-                }
-            )
-        else:
-            for entry, k in shown:
-                out.line(f"  {safe_text(k)}  ({safe_text(entry.name)})")
-        raise typer.Exit(EXIT_USAGE)
-    entry, full_key = matches[0]
-    detail = mt.load_detail(entry, full_key, now, STATE.timeout)
-    if raw:
-        if detail.payload is None:
-            raise BeautySpotError(detail.blob_error or "task has no payload")
-        sys.stdout.buffer.write(detail.payload)
-        sys.stdout.flush()
-        return
-    from ..serializer import decode_preview
-
-    preview, decode_error = (
-        decode_preview(detail.payload) if detail.payload is not None else ("", None)
+    if workspace is not None:
+        STATE.workspace = workspace
+    if db is not None:
+        STATE.db = db
+    code = show_task(
+        key,
+        workspace=STATE.workspace,
+        db=STATE.db,
+        json=STATE.json or json,
+        raw=raw,
+        timeout=STATE.timeout,
     )
-    r = detail.row
-    state = {True: "expired", False: "live", None: "no expiry"}[detail.expired]
-    if r.expires_at is not None and detail.expired is None:
-        state = "unparsable expiry (kept)"
-    if out.json_mode:
-        out.json(
-            {
-                "db": detail.db,
-                "cache_key": r.cache_key,
-                "func_name": r.func_name,
-                "function": r.function,
-                "version": r.version,
-                "result_type": r.result_type,
-                "result_value": r.result_value,
-                "updated_at": r.updated_at,
-                "expires_at": r.expires_at,
-                "state": state,
-                "blob_path": detail.blob_path,
-                "blob_bytes": detail.blob_size,
-                "blob_error": detail.blob_error,
-                "payload_bytes": None if detail.payload is None else len(detail.payload),
-                "preview": preview,
-                "decode_error": decode_error,
-            }
-        )
-    else:
-        out.kv(
-            [
-                ("key", r.cache_key),
-                ("db", f"{detail.db} ({detail.db_path})"),
-                ("function", r.function),
-                ("version", r.version),
-                ("type", r.result_type),
-                ("updated", _ts(r.updated_at)),
-                ("expires", _ts(r.expires_at) or "never"),
-                ("state", state),
-                ("blob", detail.blob_path or r.result_value or "-"),
-                (
-                    "size",
-                    format_bytes(None if detail.payload is None else len(detail.payload)),
-                ),
-            ]
-        )
-        if detail.blob_error:
-            out.warn(detail.blob_error)
-        if decode_error:
-            out.warn(f"payload does not decode: {decode_error}")
-        out.line("preview:")
-        for line in preview.splitlines() or [""]:
-            out.line("  " + safe_text(line))
-    raise typer.Exit(EXIT_FAILURE if failures else EXIT_OK)
+    raise typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- plans
@@ -810,24 +736,10 @@ def run(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         err.error(" ".join(exc.format_message().split()))
         return exc.exit_code
-    except BeautySpotError as exc:
-        err.error(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.error("interrupted")
-        return 130
-    except BrokenPipeError:
-        # `beautyspot ls -q | head`: the reader left. Point stdout at /dev/null so the
-        # interpreter's final flush does not complain, and end quietly.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
-    except OSError as exc:
-        err.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
-        return EXIT_FAILURE
-    except Exception as exc:  # a bug: still one line for cron, never a traceback
-        err.error(f"internal error: {type(exc).__name__}: {exc}")
-        return EXIT_FAILURE
+    except Exception as exc:  # BeautySpotError, OSError, a bug: one line, an exit code
+        return exit_code_for(exc, err)
+    except KeyboardInterrupt as exc:
+        return exit_code_for(exc, err)
     return rc if isinstance(rc, int) else EXIT_OK
 
 

@@ -1,0 +1,79 @@
+"""Finding one task by key or prefix and reading everything ``show`` prints about it.
+
+Kept apart from :mod:`beautyspot.maintenance` (plans, deletion) so that ``show``
+imports only what reading one row needs: it is the command people type most, and
+its start-up time is most of its run time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from .db import TaskReader, TaskRow
+from .errors import BeautySpotError, DBError
+from .storage import LocalStorage
+from .timeutil import parse_instant, to_instant
+from .workspace import DBEntry, Workspace
+
+
+@dataclass(frozen=True)
+class DBFailure:
+    """A DB a command skipped, and why (reported, exit status 1)."""
+
+    db: str
+    path: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    db: str
+    db_path: str
+    row: TaskRow
+    expired: bool | None  # None: no expiry, or unparsable
+    blob_path: str | None
+    blob_size: int | None
+    blob_error: str | None
+    payload: bytes | None = field(repr=False, default=None)
+
+
+def find_tasks(
+    ws: Workspace, key: str, limit: int = 50, timeout: float = 5.0
+) -> tuple[list[tuple[DBEntry, str]], list[DBFailure]]:
+    """(db, key) pairs whose key equals *key*, else those starting with it (bounded)."""
+    exact, prefixed, failures = [], [], []
+    for entry in ws.dbs:
+        try:
+            with TaskReader(entry.path, timeout) as reader:
+                if reader.get_row(key) is not None:
+                    exact.append((entry, key))
+                    continue
+                prefixed.extend((entry, k) for k in reader.keys_with_prefix(key, limit + 1))
+        except BeautySpotError as exc:
+            failures.append(DBFailure(entry.name, str(entry.path), str(exc)))
+    return (exact or sorted(prefixed, key=lambda p: (p[1], p[0].name))), failures
+
+
+def load_detail(entry: DBEntry, key: str, now: dt.datetime, timeout: float = 5.0) -> TaskDetail:
+    """Everything ``show`` prints about one task; reads the payload (inline or blob)."""
+    with TaskReader(entry.path, timeout) as reader:
+        row = reader.get_row(key)
+        if row is None:
+            raise DBError(f"{entry.path}: task {key!r} vanished")
+        payload = reader.get_payload(key)
+    expiry = parse_instant(row.expires_at)
+    expired = None if expiry is None else expiry < to_instant(now)
+    blob_path = blob_size = blob_error = None
+    if row.result_value is not None:
+        storage = LocalStorage(entry.blob_dir)
+        try:
+            blob_path = str(storage.resolve(row.result_value))
+            payload = storage.load(row.result_value)
+            blob_size = len(payload)
+        except BeautySpotError as exc:
+            blob_error = str(exc)
+            payload = None
+    return TaskDetail(
+        entry.name, str(entry.path), row, expired, blob_path, blob_size, blob_error, payload
+    )
