@@ -75,6 +75,7 @@ WorkspaceRootOpt = Annotated[
         "--workspace",
         "-w",
         parser=_workspace_path,
+        metavar="DIR",
         envvar="BEAUTYSPOT_WORKSPACE",
         show_envvar=True,
         help="Workspace directory [default: ./.beautyspot].",
@@ -88,6 +89,7 @@ WorkspaceOpt = Annotated[
         "--workspace",
         "-w",
         parser=_workspace_path,
+        metavar="DIR",
         help="Workspace directory [default: $BEAUTYSPOT_WORKSPACE, else ./.beautyspot].",
     ),
 ]
