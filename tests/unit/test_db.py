@@ -373,6 +373,24 @@ def test_open_group_takes_in_queued_saves_in_queue_order(tmp_path: Path) -> None
     conn.close()
 
 
+def test_group_wakes_as_a_chain_that_heals_if_a_caller_drops_out(tmp_path: Path) -> None:
+    d = make_db(tmp_path)
+    d.shutdown()
+    conn = d._open_writer()
+    jobs = [_save_job(k) for k in "abc"]
+    assert d._commit_group(conn, jobs) == []
+    assert jobs[0].done.acquire(False)  # the writer woke the first caller only
+    assert not jobs[1].done.acquire(False) and not jobs[2].done.acquire(False)
+    # The caller of "a" never passes the wakeup on (say it was interrupted): the caller
+    # of "b" still returns, within a poll interval, and wakes the caller of "c".
+    started = time.monotonic()
+    assert d._wait(jobs[1]) is None
+    assert time.monotonic() - started < 1.0
+    assert jobs[2].done.acquire(False)
+    assert {r[0] for r in conn.execute("SELECT cache_key FROM tasks")} == {"a", "b", "c"}
+    conn.close()
+
+
 def test_busy_database_fails_the_waiting_saves(tmp_path: Path) -> None:
     d = make_db(tmp_path, timeout=0.2)
     other = sqlite3.connect(d.db_path, isolation_level=None)
