@@ -340,6 +340,73 @@ def test_failing_write_in_a_batch_fails_alone(tmp_path: Path) -> None:
     assert SQLiteTaskDB.count_tasks(d.db_path) == 2
 
 
+def _save_job(key: str, data: object = b"x") -> bsdb._Job:
+    row = (key, "f", "mod.f", "in", None, "DIRECT_BLOB", None, None, data, None, "2026-06-01")
+    return bsdb._Job(None, sql=bsdb._SAVE_SQL, params=row)
+
+
+def test_open_group_takes_in_queued_saves_in_queue_order(tmp_path: Path) -> None:
+    d = make_db(tmp_path)
+    d.shutdown()  # drive one group commit by hand, on a writer connection of our own
+    conn = d._open_writer()
+    first, b, bad, c, cancelled = (
+        _save_job("a"),
+        _save_job("b"),
+        _save_job("bad", object()),  # cannot be bound: fails alone
+        _save_job("c"),
+        _save_job("cancelled"),
+    )
+    cancelled.state = bsdb._Job.CANCELLED  # its caller timed out: must never run
+    barrier, d_job = bsdb._Job(None), _save_job("d")
+    for job in (b, bad, c, cancelled, barrier, d_job):
+        d._queue.put(job)
+    carry = d._commit_group(conn, [first], extend=True)
+    # Saves up to the first other job joined the open transaction; the rest waits, in order.
+    assert carry == [barrier, d_job]
+    assert d._queue.empty()
+    for job in (first, b, c):
+        assert job.done.acquire(False) and job.error is None
+    assert bad.done.acquire(False) and isinstance(bad.error, sqlite3.Error)
+    assert not cancelled.done.acquire(False) and cancelled.state == bsdb._Job.CANCELLED
+    assert not barrier.done.acquire(False) and barrier.state == bsdb._Job.PENDING
+    assert {r[0] for r in conn.execute("SELECT cache_key FROM tasks")} == {"a", "b", "c"}
+    conn.close()
+
+
+def test_group_wakes_as_a_chain_that_heals_if_a_caller_drops_out(tmp_path: Path) -> None:
+    d = make_db(tmp_path)
+    d.shutdown()
+    conn = d._open_writer()
+    jobs = [_save_job(k) for k in "abc"]
+    assert d._commit_group(conn, jobs) == []
+    assert jobs[0].done.acquire(False)  # the writer woke the first caller only
+    assert not jobs[1].done.acquire(False) and not jobs[2].done.acquire(False)
+    # The caller of "a" never passes the wakeup on (say it was interrupted): the caller
+    # of "b" still returns, within a poll interval, and wakes the caller of "c".
+    started = time.monotonic()
+    assert d._wait(jobs[1]) is None
+    assert time.monotonic() - started < 1.0
+    assert jobs[2].done.acquire(False)
+    assert {r[0] for r in conn.execute("SELECT cache_key FROM tasks")} == {"a", "b", "c"}
+    conn.close()
+
+
+def test_busy_database_fails_the_waiting_saves(tmp_path: Path) -> None:
+    d = make_db(tmp_path, timeout=0.2)
+    other = sqlite3.connect(d.db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock past the writer's busy timeout
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            save(d, "x")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    save(d, "y")
+    d.shutdown()
+    keys = {r[0] for r in sqlite3.connect(d.db_path).execute("SELECT cache_key FROM tasks")}
+    assert keys == {"y"}
+
+
 def test_queued_write_times_out_but_running_one_is_awaited(tmp_path: Path, caplog) -> None:
     d = make_db(tmp_path, timeout=0.3)
     gate = threading.Event()
