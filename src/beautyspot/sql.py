@@ -17,6 +17,7 @@ that is exact for every stored format (see :mod:`beautyspot.timeutil`):
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import json
 import sqlite3
@@ -169,35 +170,73 @@ def register_functions(conn: sqlite3.Connection) -> None:
     conn.text_factory = decode_text
 
 
-def valid_ts_sql(col: str) -> str:
-    """SQL: *col* holds a timestamp :func:`parse_instant` accepts.
+def _late_days() -> str:
+    """'MM-DD' of every day past the 28th that every year has (no 29 February)."""
+    days = [
+        f"'{m:02d}-{d}'"
+        for m in range(1, 13)
+        for d in (29, 30, 31)
+        if d <= calendar.monthrange(2001, m)[1]
+    ]
+    return ", ".join(days)
 
-    ``julianday()`` does most of the parsing; the rest are cheap positional checks on
-    what it is lenient about: one separator, seconds present, hour 24, year 0000, and
-    (only for days 29-31, so rarely) a round trip that rejects 30 February.
+
+_LATE_DAYS = _late_days()
+
+
+def ts_shape_sql(col: str) -> str:
+    """SQL: *col* is text that :func:`parse_instant` accepts whenever ``julianday(col)``
+    is not NULL.
+
+    ``julianday()`` does the parsing; these checks reject what it is more lenient
+    about, in as few function calls as a well-formed row allows (the expression runs
+    once per row of a million-row scan):
+
+    * ``+col BETWEEN '0001' AND '9999:'``: text (numbers sort below text, blobs above),
+      no sign or leading space, year 0000 excluded.  The unary ``+`` drops the column's
+      NUMERIC affinity, so this compares strings;
+    * ``substr(col, 11, 4)`` is ``' HH:'`` or ``'THH:'`` with HH 00-23: exactly one
+      separator (julianday skips any run of spaces and ``T``), hour 24 excluded, and no
+      time-only or numeric value (neither has a digit right after a space);
+    * ``substr(col, 17, 1) = ':'``: seconds present (julianday makes them optional);
+    * ``+col = substr(col, 1, 64)``: at most 64 characters and no NUL (substr, like
+      julianday, stops at a NUL; the comparison sees every byte);
+    * days 29-31 only in months that have them (julianday takes 30 February): a
+      string lookup, and the leap-year rule only for 29 February.
+
+    Given julianday's grammar, each check above is exact, so together they agree
+    with parse_instant on every value (tests/unit/test_sql_timestamps.py).
     """
-    # substr() yields text with no affinity: on a TIMESTAMP (NUMERIC) column a bare
-    # `col >= '0001'` would compare against the integer 1.  julianday() stops reading
-    # at a NUL and misreads hundreds of fraction digits, hence the length/NUL checks.
-    head = f"substr({col}, 1, 19)"
+    year = f"substr({col}, 1, 4)"
     return (
-        f"(typeof({col}) = 'text' AND length({col}) BETWEEN 19 AND {MAX_TS_LENGTH}"
-        f" AND instr({col}, char(0)) = 0"
-        f" AND substr({col}, 1, 4) BETWEEN '0001' AND '9999'"
-        f" AND substr({col}, 11, 1) IN (' ', 'T') AND substr({col}, 14, 1) = ':'"
-        f" AND substr({col}, 17, 1) = ':' AND substr({col}, 12, 2) < '24'"
-        f" AND julianday({col}) IS NOT NULL"
-        f" AND (substr({col}, 9, 2) <= '28' OR strftime('%Y-%m-%d %H:%M:%S',"
-        f" julianday({head})) = replace({head}, 'T', ' ')))"
+        f"(+{col} BETWEEN '0001' AND '9999:'"
+        f" AND (substr({col}, 11, 4) BETWEEN ' 00:' AND ' 23:'"
+        f" OR substr({col}, 11, 4) BETWEEN 'T00:' AND 'T23:')"
+        f" AND substr({col}, 17, 1) = ':'"
+        f" AND +{col} = substr({col}, 1, {MAX_TS_LENGTH})"
+        f" AND (substr({col}, 9, 2) <= '28' OR substr({col}, 6, 5) IN ({_LATE_DAYS})"
+        f" OR (substr({col}, 6, 5) = '02-29' AND {year} % 4 = 0"
+        f" AND ({year} % 100 <> 0 OR {year} % 400 = 0))))"
     )
 
 
+def valid_ts_sql(col: str) -> str:
+    """SQL: *col* holds a timestamp :func:`parse_instant` accepts."""
+    return f"({ts_shape_sql(col)} AND julianday({col}) IS NOT NULL)"
+
+
 def before_sql(col: str, param: str) -> str:
-    """SQL: *col*'s instant is strictly before the cutoff bound by :func:`before_params`."""
+    """SQL: *col*'s instant is strictly before the cutoff bound by :func:`before_params`.
+
+    The CASE keeps every step lazy in any context (SQLite short-circuits AND/OR only
+    where it compiles them to jumps, not inside ``coalesce()``): julianday() runs once
+    for a row well before the cutoff, and ``bs_ts_lt`` only within 2 ms of it.
+    """
+    p = param
     return (
-        f"({col} < :{param}_hi AND julianday({col}) < :{param}_band_hi"
-        f" AND {valid_ts_sql(col)}"
-        f" AND (julianday({col}) < :{param}_band_lo OR bs_ts_lt({col}, :{param}_us)))"
+        f"({col} < :{p}_hi AND CASE WHEN {ts_shape_sql(col)} THEN"
+        f" CASE WHEN julianday({col}) < :{p}_band_lo THEN 1"
+        f" WHEN julianday({col}) < :{p}_band_hi THEN bs_ts_lt({col}, :{p}_us) END END)"
     )
 
 
@@ -217,8 +256,11 @@ def before_params(param: str, instant: int) -> dict[str, object]:
 
 
 def order_key_sql(col: str) -> str:
-    """SQL sort key of a timestamp column by instant; unparsable values sort as NULL."""
-    return f"(CASE WHEN {valid_ts_sql(col)} THEN julianday({col}) END)"
+    """SQL sort key of a timestamp column by instant; unparsable values sort as NULL.
+
+    julianday() is NULL wherever it cannot parse, so it needs no separate test.
+    """
+    return f"(CASE WHEN {ts_shape_sql(col)} THEN julianday({col}) END)"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ must be exactly those for which ``parse_instant(value) < cutoff`` in Python.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 from pathlib import Path
 
@@ -20,7 +21,11 @@ from beautyspot import sql
 from beautyspot import timeutil as tu
 
 UTC = dt.timezone.utc
-PROPERTY = settings(max_examples=250, deadline=None)
+# BEAUTYSPOT_SQL_EXAMPLES=20000 runs the agreement properties harder (e.g. after
+# touching the predicates in sql.py).
+PROPERTY = settings(
+    max_examples=int(os.environ.get("BEAUTYSPOT_SQL_EXAMPLES", "250")), deadline=None
+)
 
 # Tables: `t` has no type affinity and an index on x (the SEARCH path); `u` has the
 # TIMESTAMP (NUMERIC) affinity of the real columns and no index (the SCAN path).
@@ -45,6 +50,12 @@ def selected(conn: sqlite3.Connection, table: str, cutoff: int) -> set[int]:
     return {r[0] for r in conn.execute(query, sql.before_params("c", cutoff))}
 
 
+def selected_as_value(conn: sqlite3.Connection, table: str, cutoff: int) -> set[int]:
+    # The same predicate outside a WHERE (as RowFilter.live_at uses it): no jump code.
+    query = f"SELECT rowid, coalesce({sql.before_sql('x', 'c')}, 0) FROM {table}"
+    return {r for r, hit in conn.execute(query, sql.before_params("c", cutoff)) if hit}
+
+
 def expected(conn: sqlite3.Connection, table: str, cutoff: int) -> set[int]:
     # The truth is computed on the value as stored (affinity may have converted it).
     out = set()
@@ -66,11 +77,27 @@ def store(conn: sqlite3.Connection, values: list[object]) -> None:
 def assert_agree(conn: sqlite3.Connection, values: list[object], cutoff: int) -> None:
     store(conn, values)
     for table in TABLES:
-        got, want = selected(conn, table, cutoff), expected(conn, table, cutoff)
-        if got != want:
-            stored = dict(conn.execute(f"SELECT rowid, x FROM {table}").fetchall())
-            diff = {stored[r]: ("sql" if r in got else "python") for r in got ^ want}
-            pytest.fail(f"table {table}, cutoff {tu.from_instant(cutoff)!s}: {diff!r}")
+        want = expected(conn, table, cutoff)
+        for got in (selected(conn, table, cutoff), selected_as_value(conn, table, cutoff)):
+            if got != want:
+                stored = dict(conn.execute(f"SELECT rowid, x FROM {table}").fetchall())
+                diff = {stored[r]: ("sql" if r in got else "python") for r in got ^ want}
+                pytest.fail(f"table {table}, cutoff {tu.from_instant(cutoff)!s}: {diff!r}")
+    assert_valid_agrees(conn)
+
+
+def assert_valid_agrees(conn: sqlite3.Connection) -> None:
+    """valid_ts_sql is true, and order_key_sql is the instant's julianday, exactly for
+    the values parse_instant accepts."""
+    columns = f"x, coalesce({sql.valid_ts_sql('x')}, 0), {sql.order_key_sql('x')}"
+    for table in TABLES:
+        for value, valid, key in conn.execute(f"SELECT {columns} FROM {table}"):
+            parsed = tu.parse_instant(value)
+            assert bool(valid) == (parsed is not None), (table, value, valid)
+            assert (key is None) == (parsed is None), (table, value, key)
+            if parsed is not None:
+                # SQLite rounds to milliseconds; a double holds a julianday to ~50 µs.
+                assert abs(key - tu.julian_day(parsed)) * US_PER_DAY <= 600, (value, key)
 
 
 # --------------------------------------------------------------------------- strategies
@@ -254,6 +281,13 @@ def test_cutoff_within_microseconds_of_a_value(conn, rows, data):
         "9999-12-31 23:59:59.999",
         "9999-12-31 23:59:59.999499",
         "9999-12-31 23:59:59+14:00",
+        # Days past the 28th: leap years (every 4th, not every 100th, every 400th).
+        "2000-02-29 12:00:00",
+        "2024-02-29T00:00:00Z",
+        "0400-02-29 00:00:00",
+        "2026-04-30 23:59:59",
+        "2026-12-31T23:59:59.5-14:00",
+        "2026-01-01T23:59:59",
     ],
 )
 @pytest.mark.parametrize("delta", [-2_001, -1_000, -1, 0, 1, 499, 500, 1_000, 2_001])
@@ -266,6 +300,20 @@ def test_boundary_examples(conn, value, delta):
     [
         "2026-02-30 12:00:00",
         "2026-01-01 24:00:00",
+        "2026-01-01T24:00:00",
+        "1900-02-29 12:00:00",
+        "2100-02-29 12:00:00",
+        "2023-02-29 12:00:00",
+        "0000-02-29 12:00:00",
+        "2026-04-31 12:00:00",
+        "2026-06-31T12:00:00",
+        "2026-01-01\t12:00:00",
+        "2026-01-01 \t12:00:00",
+        "2026-01-01 T12:00:00",
+        "2026-01-01 12:00:00\x00",
+        "12:00:00.1234 +01:00",
+        "          2461041.5",
+        "now",
         "2026-01-01 12:00",
         "2026-01-01 12:00+00:00",
         "2026-01-01 12:00:00+15:00",
