@@ -339,9 +339,12 @@ class TaskReader:
         result_value, updated_at) of every matching row, streamed: one scan."""
         cond, params = rfilter.where(self.schema)
         s = self.schema
+        key = q.order_key_sql(s.col("updated_at"))
+        if rfilter.updated_before is not None and s.has("updated_at"):
+            key = "julianday(updated_at)"  # the filter selects parsable values only
         return self._stream(
             f"SELECT cache_key, {s.function}, length({s.col('result_data')}),"
-            f" {q.order_key_sql(s.col('updated_at'))}, {s.col('result_value')},"
+            f" {key}, {s.col('result_value')},"
             f" {s.col('updated_at')} FROM tasks WHERE {cond}",
             params,
         )
@@ -357,8 +360,9 @@ class TaskReader:
         upd = s.col("updated_at")
         exp = s.col("expires_at")
         row = self._run(
-            f"SELECT total(NOT coalesce({q.valid_ts_sql(upd)}, 0)),"
-            f" total({exp} IS NOT NULL AND NOT coalesce({q.valid_ts_sql(exp)}, 0)) FROM tasks"
+            f"SELECT total(CASE WHEN {q.valid_ts_sql(upd)} THEN 0 ELSE 1 END),"
+            f" total(CASE WHEN {exp} IS NULL OR {q.valid_ts_sql(exp)} THEN 0 ELSE 1 END)"
+            " FROM tasks"
         )[0]
         return int(row[0]), int(row[1])
 
@@ -392,9 +396,12 @@ class TaskReader:
         key = q.order_key_sql(s.col("updated_at"))
         expired, lo, hi = self._run(
             # CASE, not a bare boolean: SQLite short-circuits AND only in jump code.
-            f"SELECT total(CASE WHEN {cond} THEN 1 END),"
-            f" strftime('%Y-%m-%d %H:%M:%S', min({key})),"
-            f" strftime('%Y-%m-%d %H:%M:%S', max({key})) FROM tasks",
+            # The subquery computes the key once per row for both min() and max();
+            # OFFSET keeps SQLite from flattening it back into two copies.
+            "SELECT total(expired), strftime('%Y-%m-%d %H:%M:%S', min(k)),"
+            " strftime('%Y-%m-%d %H:%M:%S', max(k))"
+            f" FROM (SELECT CASE WHEN {cond} THEN 1 END AS expired, {key} AS k"
+            " FROM tasks LIMIT -1 OFFSET 0)",
             params,
         )[0]
         return int(expired), lo, hi
@@ -403,14 +410,14 @@ class TaskReader:
         """Matching rows, newest first (by instant; unparsable timestamps last)."""
         cond, params = rfilter.where(self.schema)
         s = self.schema
-        lim = "" if limit is None else f" LIMIT {int(limit)}"
+        order = f"ORDER BY {q.order_key_sql(s.col('updated_at'))} DESC, rowid DESC"
+        if limit is not None:
+            # Rank rowids alone, then read the few winners: sorting whole rows would
+            # build every row's columns for the sorter.
+            cond = f"rowid IN (SELECT rowid FROM tasks WHERE {cond} {order} LIMIT {int(limit)})"
         return [
             q.TaskRow.from_sql(r)
-            for r in self._run(
-                f"SELECT {q.row_select(s)} FROM tasks WHERE {cond}"
-                f" ORDER BY {q.order_key_sql(s.col('updated_at'))} DESC, rowid DESC{lim}",
-                params,
-            )
+            for r in self._run(f"SELECT {q.row_select(s)} FROM tasks WHERE {cond} {order}", params)
         ]
 
 
