@@ -13,6 +13,7 @@ migration, no file created, a mistyped path is an error (never a new empty DB).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import queue
 import sqlite3
@@ -410,15 +411,66 @@ class TaskReader:
         """Matching rows, newest first (by instant; unparsable timestamps last)."""
         cond, params = rfilter.where(self.schema)
         s = self.schema
-        order = f"ORDER BY {q.order_key_sql(s.col('updated_at'))} DESC, rowid DESC"
-        if limit is not None:
-            # Rank rowids alone, then read the few winners: sorting whole rows would
-            # build every row's columns for the sorter.
-            cond = f"rowid IN (SELECT rowid FROM tasks WHERE {cond} {order} LIMIT {int(limit)})"
+        key = q.order_key_sql(s.col("updated_at"))
+        order = f"ORDER BY {key} DESC, rowid DESC"
+        if limit is None or limit < 0:
+            return self._task_rows(f"WHERE {cond} {order}", params)
+        limit = int(limit)
+        bound = self._newest_bound(cond, params, key, limit)
+        if bound is not None:
+            # Exact whenever it returns `limit` rows: every row it skips has a key below
+            # the bound (or none), so it ranks after all of them.  The raw-text test is
+            # a cheap pre-filter (no julianday): a value at or past the bound's instant
+            # has a local date at most a day before the bound's UTC date (offsets stay
+            # within 14 hours); the bound allows two.
+            upd = s.col("updated_at")
+            window = f"+{upd} >= :newest_date AND {key} >= :newest_key AND {cond}"
+            rows = self._top_rows(window, dict(params, **bound), order, limit)
+            if len(rows) == limit:
+                return rows
+        return self._top_rows(cond, params, order, limit)
+
+    def _task_rows(self, clause: str, params: Any) -> list[q.TaskRow]:
         return [
             q.TaskRow.from_sql(r)
-            for r in self._run(f"SELECT {q.row_select(s)} FROM tasks WHERE {cond} {order}", params)
+            for r in self._run(f"SELECT {q.row_select(self.schema)} FROM tasks {clause}", params)
         ]
+
+    def _top_rows(self, cond: str, params: Any, order: str, limit: int) -> list[q.TaskRow]:
+        # Rank rowids alone, then read the few winners: sorting whole rows would build
+        # every row's columns for the sorter.
+        ranked = f"SELECT rowid FROM tasks WHERE {cond} {order} LIMIT {limit}"
+        return self._task_rows(f"WHERE rowid IN ({ranked}) {order}", params)
+
+    def _newest_bound(
+        self, cond: str, params: Any, key: str, limit: int
+    ) -> dict[str, object] | None:
+        """A sort key that *limit* matching rows reach, taken from the rows inserted
+        last (a save writes a new rowid, so these are usually the newest), with the
+        date pre-filter that goes with it; None when too few of them match."""
+        if limit == 0 or limit > _NEWEST_SAMPLE_MAX:
+            return None
+        rows = self._run(
+            f"SELECT {key} AS k FROM tasks"
+            " WHERE rowid >= (SELECT max(rowid) FROM tasks) - :newest_sample"
+            f" AND k IS NOT NULL AND {cond} ORDER BY k DESC LIMIT 1 OFFSET :newest_nth",
+            dict(params, newest_sample=_NEWEST_SAMPLE + limit, newest_nth=limit - 1),
+        )
+        if not rows:
+            return None
+        jd = rows[0][0]
+        try:
+            day = dt.date(1970, 1, 1) + dt.timedelta(days=math.floor(jd - 2440587.5) - 2)
+            date = day.isoformat()
+        except OverflowError:
+            date = ""
+        return {"newest_key": jd, "newest_date": date}
+
+
+# ls DB --limit N reads the last N + _NEWEST_SAMPLE rowids for its bound; above
+# _NEWEST_SAMPLE_MAX it ranks the whole table at once.
+_NEWEST_SAMPLE = 1_000
+_NEWEST_SAMPLE_MAX = 10_000
 
 
 TaskRow = q.TaskRow
