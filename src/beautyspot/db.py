@@ -391,18 +391,38 @@ class TaskReader:
         )
 
     def summary(self, now_instant: int) -> tuple[int, str | None, str | None]:
-        """(expired rows, oldest, newest updated_at as UTC text) in one scan."""
+        """(expired rows, oldest, newest updated_at as UTC text) in one scan.
+
+        Computing every row's sort key would cost most of the scan.  The oldest and
+        newest keys among the first and last rows inserted (usually the oldest and
+        newest rows: a save writes a new rowid) bound the answer, so the scan computes
+        a key only where the raw text is within two days of those bounds (a local date
+        is at most 14 hours off its UTC one).  Exact whatever the insertion order: the
+        bounds only decide how many keys it computes.
+        """
         s = self.schema
         cond, params = q.RowFilter(expired_before=now_instant).where(s)
         key = q.order_key_sql(s.col("updated_at"))
+        upd = s.col("updated_at")
+        first, last = self._run(
+            f"SELECT (SELECT min({key}) FROM tasks"
+            " WHERE rowid <= (SELECT min(rowid) FROM tasks) + :sample),"
+            f" (SELECT max({key}) FROM tasks"
+            " WHERE rowid >= (SELECT max(rowid) FROM tasks) - :sample)",
+            {"sample": _SAMPLE_ROWS},
+        )[0]
+        params = dict(
+            params,
+            # A valid text sorts below '~' and at or above '': no bound, every key.
+            oldest_below=_day_text(first, 3, "~"),
+            newest_from=_day_text(last, -2, ""),
+        )
         expired, lo, hi = self._run(
             # CASE, not a bare boolean: SQLite short-circuits AND only in jump code.
-            # The subquery computes the key once per row for both min() and max();
-            # OFFSET keeps SQLite from flattening it back into two copies.
-            "SELECT total(expired), strftime('%Y-%m-%d %H:%M:%S', min(k)),"
-            " strftime('%Y-%m-%d %H:%M:%S', max(k))"
-            f" FROM (SELECT CASE WHEN {cond} THEN 1 END AS expired, {key} AS k"
-            " FROM tasks LIMIT -1 OFFSET 0)",
+            f"SELECT total(CASE WHEN {cond} THEN 1 END),"
+            f" strftime('%Y-%m-%d %H:%M:%S', min(CASE WHEN +{upd} < :oldest_below THEN {key} END)),"
+            f" strftime('%Y-%m-%d %H:%M:%S', max(CASE WHEN +{upd} >= :newest_from THEN {key} END))"
+            " FROM tasks",
             params,
         )[0]
         return int(expired), lo, hi
@@ -454,23 +474,30 @@ class TaskReader:
             f"SELECT {key} AS k FROM tasks"
             " WHERE rowid >= (SELECT max(rowid) FROM tasks) - :newest_sample"
             f" AND k IS NOT NULL AND {cond} ORDER BY k DESC LIMIT 1 OFFSET :newest_nth",
-            dict(params, newest_sample=_NEWEST_SAMPLE + limit, newest_nth=limit - 1),
+            dict(params, newest_sample=_SAMPLE_ROWS + limit, newest_nth=limit - 1),
         )
         if not rows:
             return None
-        jd = rows[0][0]
-        try:
-            day = dt.date(1970, 1, 1) + dt.timedelta(days=math.floor(jd - 2440587.5) - 2)
-            date = day.isoformat()
-        except OverflowError:
-            date = ""
-        return {"newest_key": jd, "newest_date": date}
+        return {"newest_key": rows[0][0], "newest_date": _day_text(rows[0][0], -2, "")}
 
 
-# ls DB --limit N reads the last N + _NEWEST_SAMPLE rowids for its bound; above
-# _NEWEST_SAMPLE_MAX it ranks the whole table at once.
-_NEWEST_SAMPLE = 1_000
+# ls reads the first and last _SAMPLE_ROWS rowids (ls DB --limit N: the last N more)
+# for bounds that spare it most sort keys; above _NEWEST_SAMPLE_MAX, ls DB ranks the
+# whole table at once.
+_SAMPLE_ROWS = 1_000
 _NEWEST_SAMPLE_MAX = 10_000
+
+
+def _day_text(jd: float | None, days: int, default: str) -> str:
+    """'YYYY-MM-DD' of the UTC date of julianday *jd* moved by *days*, compared with raw
+    timestamps as text; *default* when there is no such date."""
+    if jd is None:
+        return default
+    try:
+        day = dt.date(1970, 1, 1) + dt.timedelta(days=math.floor(jd - 2440587.5) + days)
+    except OverflowError:
+        return default
+    return day.isoformat()
 
 
 TaskRow = q.TaskRow
