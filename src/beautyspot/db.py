@@ -440,11 +440,13 @@ class TaskReader:
         if bound is not None:
             # Exact whenever it returns `limit` rows: every row it skips has a key below
             # the bound (or none), so it ranks after all of them.  The raw-text test is
-            # a cheap pre-filter (no julianday): a value at or past the bound's instant
-            # has a local date at most a day before the bound's UTC date (offsets stay
-            # within 14 hours); the bound allows two.
+            # a cheap pre-filter (no julianday; an idx_updated_at range where the index
+            # exists): a value at or past the bound's instant has a local date at most
+            # a day before the bound's UTC date (offsets stay within 14 hours); the
+            # bound allows two.  The date text is no number, so the column's NUMERIC
+            # affinity leaves this a text comparison.
             upd = s.col("updated_at")
-            window = f"+{upd} >= :newest_date AND {key} >= :newest_key AND {cond}"
+            window = f"{upd} >= :newest_date AND {key} >= :newest_key AND {cond}"
             rows = self._top_rows(window, dict(params, **bound), order, limit)
             if len(rows) == limit:
                 return rows

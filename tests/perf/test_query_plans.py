@@ -202,6 +202,17 @@ def test_reader_queries_search_their_index(
             assert_search(reader.conn, sql, params, index)
 
 
+def test_limited_listing_searches_the_updated_at_index(ws_root: Path, recorded: list) -> None:
+    """ls DB --limit ranks only the rows past the newest rows' bound: an index range."""
+    with TaskReader(ws_root / "cache.db") as reader:
+        del recorded[:]
+        assert len(reader.list_tasks(q.RowFilter(), 5)) == 5
+    windows = [(s, p) for s, p in recorded if ":newest_date" in s]
+    assert len(windows) == 1, recorded  # the window answered: no full ranking after it
+    with TaskReader(ws_root / "cache.db") as reader:
+        assert_search(reader.conn, *windows[0], "idx_updated_at")
+
+
 # --------------------------------------------------------------------------- prefixes
 
 
