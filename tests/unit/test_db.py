@@ -307,6 +307,107 @@ def test_eight_threads_thousand_saves_each(tmp_path: Path) -> None:
     assert SQLiteTaskDB.count_tasks(d.db_path) == 8000
 
 
+def _checkpointer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == bsdb.CHECKPOINT_THREAD_NAME]
+
+
+def test_checkpoints_run_beside_the_writer_and_stop_with_it(tmp_path: Path, monkeypatch) -> None:
+    """The writer never checkpoints inside COMMIT; a second thread does, started only
+    once there is something to copy back, and gone (with the WAL) after shutdown."""
+    monkeypatch.setattr(bsdb._Checkpointer, "EVERY", 5)
+    before = len(_checkpointer_threads())
+    d = make_db(tmp_path)
+    wal = Path(f"{d.db_path}-wal")
+    try:
+        assert d._submit(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+        save(d, "a")
+        assert len(_checkpointer_threads()) == before  # a barely written DB has none
+        start_size = d.db_path.stat().st_size
+        for i in range(40):
+            save(d, f"k{i}", result_data=bytes(3000))
+        assert len(_checkpointer_threads()) == before + 1
+        assert d.flush() is True
+        # In WAL mode only a checkpoint writes to the DB file itself, and the writer
+        # runs none: the file grows once the checkpointer has copied pages back.
+        deadline = time.monotonic() + 10
+        while d.db_path.stat().st_size <= start_size and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert d.db_path.stat().st_size > start_size
+    finally:
+        d.shutdown()
+    assert len(_checkpointer_threads()) == before
+    assert not wal.exists()
+    assert SQLiteTaskDB.count_tasks(d.db_path) == 41
+
+
+def test_writer_checkpoints_itself_when_the_checkpointer_cannot_open(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """If the second connection cannot be opened (here: it is pointed at a path that
+    does not exist), the writer goes back to SQLite's own autocheckpoint."""
+    monkeypatch.setattr(bsdb._Checkpointer, "EVERY", 2)
+    d = make_db(tmp_path)
+    try:
+        d._checkpointer.path = tmp_path / "missing" / "t.db"
+        for i in range(6):
+            save(d, f"k{i}")
+        deadline = time.monotonic() + 10
+        pragma = "PRAGMA wal_autocheckpoint"
+        keys = 6
+        while d._submit(lambda c: c.execute(pragma).fetchone()[0]) == 0:
+            assert time.monotonic() < deadline
+            save(d, "again")  # the fallback is set between two transactions
+            keys = 7
+            time.sleep(0.01)
+        assert d._submit(lambda c: c.execute(pragma).fetchone()[0]) == (
+            bsdb._Checkpointer.FALLBACK_PAGES
+        )
+        assert not (tmp_path / "missing").exists()
+    finally:
+        d.shutdown()
+    assert SQLiteTaskDB.count_tasks(d.db_path) == keys
+
+
+def test_wal_stays_bounded_under_a_steady_stream_of_saves(tmp_path: Path, monkeypatch) -> None:
+    """A checkpoint racing the writer never lets SQLite restart the WAL by itself; past
+    CAP_FRAMES the writer runs one between two transactions, so the WAL stops growing."""
+    monkeypatch.setattr(bsdb._Checkpointer, "EVERY", 4)
+    monkeypatch.setattr(bsdb._Checkpointer, "CAP_FRAMES", 300)
+    d = make_db(tmp_path)
+    wal = Path(f"{d.db_path}-wal")
+    biggest = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal biggest
+        while not stop.is_set():
+            if wal.exists():
+                biggest = max(biggest, wal.stat().st_size)
+            time.sleep(0.002)
+
+    def work(t: int) -> None:
+        for i in range(1000):
+            save(d, f"t{t}-{i}", result_data=bytes(2000))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()
+        watcher.join()
+        d.shutdown()
+    assert SQLiteTaskDB.count_tasks(d.db_path) == 4000
+    frame = 4096 + 24
+    # ~15,000 frames go through the WAL here (unbounded, it reaches most of that);
+    # bounded, it stays near the cap plus what arrives while the writer's turn waits.
+    assert biggest < 4000 * frame, biggest // frame
+
+
 def test_failing_write_in_a_batch_fails_alone(tmp_path: Path) -> None:
     d = make_db(tmp_path)
     gate = threading.Event()
