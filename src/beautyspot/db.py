@@ -47,7 +47,6 @@ class _Log:
 log = _Log()
 
 WRITER_THREAD_NAME = "BeautySpot-SQLiteWriter"
-CHECKPOINT_THREAD_NAME = "BeautySpot-SQLiteCheckpointer"
 DEFAULT_DB_PATH = Path(".beautyspot") / "beautyspot.db"
 MAX_PREFIX_RESULTS = ro.MAX_PREFIX_RESULTS
 DELETE_BATCH = 2000  # rows per delete transaction: a few ms of write lock each
@@ -555,132 +554,6 @@ _SAVE_SQL = (
 )
 
 
-class _Checkpointer:
-    """Copies the WAL back into the DB file on a thread and connection of its own.
-
-    A checkpoint is mostly two fsyncs (100-300 ms on a busy disk).  Run by SQLite
-    inside the writer's COMMIT (``wal_autocheckpoint``), it stalls every caller
-    waiting on that commit; here the writer only counts its transactions and asks
-    for one every ``EVERY`` of them, and this thread runs it while the writer goes
-    on.  Its connection is ``query_only``: it never changes a row, so the writer
-    thread is still the only one that writes.
-
-    A PASSIVE checkpoint that races the writer always leaves the newest frames, and
-    SQLite restarts the WAL from its start only once every frame is back in the DB;
-    under a steady stream of writes that never happens and the WAL would grow
-    without end.  So when a checkpoint sees more than ``CAP_FRAMES`` frames, it asks
-    the writer to run one itself, between two transactions (cheap: little is left).
-    If this thread cannot open its connection, the writer falls back to SQLite's
-    own autocheckpoint.  The thread starts on the first request: a DB that is only
-    read, or barely written, never has one.
-    """
-
-    EVERY = 32  # writer transactions between two requests
-    CAP_FRAMES = 16000  # ~64 MB of WAL (4 kB pages)
-    FALLBACK_PAGES = 16000  # wal_autocheckpoint when this thread is unavailable
-
-    def __init__(self, path: Path, timeout: float):
-        self.path = path
-        self.timeout = timeout
-        self._wake = threading.Event()
-        self._running = threading.Lock()  # held while either thread checkpoints
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._failed = False
-        self._fallback = False
-        self._writer_turn = False  # set by this thread, cleared by the writer
-        self._restart_due = False  # set and cleared by the writer
-        self._count = 0
-        self._wal_path = f"{path}-wal"
-        self._wal_size = 0  # the largest size the writer saw
-
-    # -- writer thread side ------------------------------------------------------------
-
-    def after_commit(self, conn: sqlite3.Connection) -> None:
-        """Called by the writer thread between transactions."""
-        if self._failed and not self._fallback:
-            self._fallback = True
-            conn.execute(f"PRAGMA wal_autocheckpoint={self.FALLBACK_PAGES}")
-        if self._writer_turn:
-            try:
-                # Wait for a checkpoint of the other thread to end: while one runs the
-                # WAL cannot restart, and the writer would only add to it meanwhile.
-                with self._running:
-                    busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error:
-                pass  # e.g. disk full: the next transaction retries
-            else:
-                # Done only when every frame is back: then the next transaction
-                # restarts the WAL from its start, if no checkpoint runs meanwhile
-                # (the other thread waits for that).  Else (a reader on an old
-                # snapshot) retry after the next transaction.
-                if not busy and done >= frames:
-                    self._restart_due = True
-                    self._writer_turn = False
-            return  # no request in the same turn: the next transaction restarts the WAL
-        self._restart_due = False
-        self._count += 1
-        if self._count >= self.EVERY and not self._fallback:
-            self._count = 0
-            # This thread may wait long for the GIL while the writer goes on: a WAL
-            # file growing past the cap means its checkpoints fell behind.  (The
-            # file never shrinks; after a restart SQLite reuses it from its start.)
-            try:
-                size = os.stat(self._wal_path).st_size
-            except OSError:
-                size = 0
-            if size > max(self._wal_size, self.CAP_FRAMES * 4096):
-                self._writer_turn = True
-            self._wal_size = max(self._wal_size, size)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._main, name=CHECKPOINT_THREAD_NAME, daemon=True
-                )
-                self._thread.start()
-            self._wake.set()
-
-    def stop(self) -> None:
-        """Stop the thread (after its current checkpoint) and close its connection."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    # -- its own thread ----------------------------------------------------------------
-
-    def _main(self) -> None:
-        try:
-            conn = sqlite3.connect(
-                self.path.absolute().as_uri() + "?mode=rw",
-                uri=True,
-                timeout=self.timeout,
-                isolation_level=None,
-            )
-            conn.execute("PRAGMA query_only=ON")
-        except sqlite3.Error:
-            self._failed = True
-            return
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stopping:
-                    return
-                if self._writer_turn or self._restart_due:
-                    continue  # the writer's own checkpoint is due: keep out of its way
-                try:
-                    with self._running:
-                        _busy, frames, _done = conn.execute(
-                            "PRAGMA wal_checkpoint(PASSIVE)"
-                        ).fetchone()
-                except sqlite3.Error:
-                    continue  # busy or disk full: the next request retries
-                if frames > self.CAP_FRAMES:
-                    self._writer_turn = True
-        finally:
-            conn.close()
-
-
 class SQLiteTaskDB(TaskDBBase):
     """The default backend: one SQLite file in WAL mode, written by one thread.
 
@@ -705,7 +578,6 @@ class SQLiteTaskDB(TaskDBBase):
         self._dead = False
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._checkpointer = _Checkpointer(self.db_path, timeout)
         self._ensure_parent()
         ready = threading.Event()
         startup: list[BaseException] = []
@@ -734,13 +606,13 @@ class SQLiteTaskDB(TaskDBBase):
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            # No checkpoint inside COMMIT: _Checkpointer runs them beside the writer.
-            # A group commit of 8 random-key rows writes ~40 frames (every index gets
-            # its own leaf pages), and each checkpoint copies back most of the DB and
-            # fsyncs twice, which inside COMMIT every caller of the group waits for.
-            # The WAL file keeps its largest size (~64 MB at most) while the DB is
-            # open and goes at close.
-            conn.execute("PRAGMA wal_autocheckpoint=0")
+            # Checkpoint (and fsync) every ~64 MB of WAL rather than every 4 MB.  A group
+            # commit of 8 random-key rows writes ~40 frames (every index gets its own
+            # leaf pages), and each checkpoint copies back most of the DB and fsyncs
+            # twice; inside COMMIT, with every caller of the group waiting.  The WAL
+            # file keeps its largest size while the DB is open (a journal_size_limit
+            # truncating it at each reset cost most of the gain) and goes at close.
+            conn.execute("PRAGMA wal_autocheckpoint=16000")
             q.register_functions(conn)
         except BaseException:
             conn.close()
@@ -761,8 +633,6 @@ class SQLiteTaskDB(TaskDBBase):
         try:
             self._writer_loop(conn)
         finally:
-            # Its connection first: the last one to close checkpoints and removes the WAL.
-            self._checkpointer.stop()
             conn.close()
             self._fail_pending()
 
@@ -798,7 +668,6 @@ class SQLiteTaskDB(TaskDBBase):
                     elif self._claim(batch[j : j + 1]):
                         self._run_step(conn, batch[j])
                 i = j + 1
-            self._checkpointer.after_commit(conn)
 
     def _drain(self, batch: list) -> None:
         while len(batch) < _GROUP_MAX:
