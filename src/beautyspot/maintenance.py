@@ -57,7 +57,7 @@ OVER_BUDGET = "over budget"
 DANGLING = "dangling"
 
 OLDEST_SHOWN = 5
-WRITE_CACHE_KIB = 32 * 1024  # page cache of the deleting connection
+WRITE_CACHE_KIB = 16 * 1024  # page cache of the deleting connection
 
 Progress = Callable[[int], None]
 
@@ -1170,16 +1170,6 @@ def _delete_pass(
                 conn.execute("ROLLBACK")
             raise
         sizer.update(time.perf_counter() - started)
-        import sys
-
-        print(
-            "BATCH",
-            len(rows),
-            round(time.perf_counter() - started, 3),
-            sizer.rows,
-            sizer.span,
-            file=sys.stderr,
-        ) if os.environ.get("DBGB") else None
         per_function: dict[object, list[int]] = {}  # one Group update per function
         for _rowid, key, function, size, location in rows:
             acc = per_function.get(function)
@@ -1386,7 +1376,7 @@ def execute(
     lock_wait: float = 10.0,
     batch: int = 2000,
     batch_seconds: float = 0.25,
-    checkpoint_rows: int = 65536,
+    checkpoint_rows: int = 262144,
     audit: bool = True,
 ) -> Result:
     """Carry out *plan* under the workspace lock; return what was really deleted.
