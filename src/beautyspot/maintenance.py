@@ -58,6 +58,9 @@ DANGLING = "dangling"
 
 OLDEST_SHOWN = 5
 WRITE_CACHE_KIB = 16 * 1024  # page cache of the deleting connection
+SQLITE_AUTOCHECKPOINT = 1000  # SQLite's default wal_autocheckpoint (pages)
+WRITER_GAP = 0.1  # seconds between batches while another connection writes
+WRITER_BATCHES = 5  # batches that a writer's last commit keeps those gaps for
 
 Progress = Callable[[int], None]
 
@@ -1188,7 +1191,7 @@ def _delete_pass(
             _add(ctx.groups, (dbp.name, function or "", rp.reason), n, 0, size)
         ctx.audit.record_rows(dbp.name, rp.reason, rows)
         ctx.progress(len(rows))
-        ctx.checkpoint_due(conn, len(rows))
+        ctx.between_batches(conn, len(rows))
         if done:
             return
 
@@ -1234,14 +1237,49 @@ class _RunContext:
     batch_seconds: float = 0.25
     checkpoint_rows: int = 0
     _since_checkpoint: int = 0
+    _data_version: int | None = None
+    _writer_batches: int = 0
 
-    def checkpoint_due(self, conn: sqlite3.Connection, rows: int) -> None:
-        """Checkpoint every ``checkpoint_rows`` deleted rows (our connection does not
-        auto-checkpoint: a checkpoint per batch cost more than the deletes)."""
+    def between_batches(self, conn: sqlite3.Connection, rows: int) -> None:
+        """After each committed batch: checkpoint when due, and make way for writers.
+
+        Alone, our connection does not auto-checkpoint (a checkpoint per batch cost more
+        than the deletes): every ``checkpoint_rows`` deleted rows instead.  Once another
+        connection has committed since our last look (``data_version`` moved: a live
+        writer), two things change for the next ``WRITER_BATCHES`` batches:
+
+        * our commits checkpoint at once again (SQLite's default): else the writer's own
+          auto-checkpoint copied and synced our batch's pages inside its save;
+        * we pause ``WRITER_GAP`` seconds before the next transaction: a writer waiting
+          for the lock polls at most every 100 ms, and back-to-back batches with gaps of
+          a millisecond kept one out for seconds.
+        """
         self._since_checkpoint += rows
-        if self.checkpoint_rows and self._since_checkpoint >= self.checkpoint_rows:
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            if self._writer_batches == 0:
+                conn.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._writer_batches = WRITER_BATCHES
+        elif self._writer_batches:
+            self._writer_batches -= 1
+            if self._writer_batches == 0:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+        if self._writer_batches:
+            self._since_checkpoint = 0
+            time.sleep(WRITER_GAP)
+        elif self.checkpoint_rows and self._since_checkpoint >= self.checkpoint_rows:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self._since_checkpoint = 0
+        # Our own commits do not move our data_version: read it after them, and after
+        # the pause, so that the next look sees only the others' commits.
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def start_db(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        self._writer_batches = 0
+        self._since_checkpoint = 0
 
     def unlink(self, planned: PlannedFile, key: object = None) -> None:
         self.unlink_file(
@@ -1282,9 +1320,8 @@ def _execute_db(dbp: DBPlan, ctx: _RunContext, timeout: float) -> None:
     """
     conn = _open_writer(dbp.path, timeout)
     try:
-        # Per connection: no checkpoint after every batch commit (each one syncs and
-        # copies pages that the next batch dirties again); checkpoint_due() does it.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
+        # Per connection, nothing persisted: checkpoints as between_batches() says.
+        ctx.start_db(conn)
         # A batch dirties a page of the key index per row: room for a whole batch's pages
         # (else they spill to the WAL mid-transaction and are read back).
         conn.execute(f"PRAGMA cache_size=-{WRITE_CACHE_KIB}")
@@ -1376,7 +1413,7 @@ def execute(
     lock_wait: float = 10.0,
     batch: int = 2000,
     batch_seconds: float = 0.25,
-    checkpoint_rows: int = 262144,
+    checkpoint_rows: int = 32768,
     audit: bool = True,
 ) -> Result:
     """Carry out *plan* under the workspace lock; return what was really deleted.

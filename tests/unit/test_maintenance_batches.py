@@ -153,3 +153,35 @@ def test_planned_files_are_compact_and_found_by_location(tmp_path: Path) -> None
     assert first.size == (root / "blobs" / "cache" / first.location).stat().st_size
     assert (first.function, first.reason) in files.kind_table
     assert sum(f.size for f in files) == plan.bytes - 1000 * 9  # minus the inline rows
+
+
+def test_a_live_writer_gets_gaps_and_checkpoints_until_it_goes_quiet(
+    tmp_path: Path, monkeypatch
+) -> None:
+    root = make_ws(tmp_path, 10)
+    monkeypatch.setattr(mt, "WRITER_GAP", 0.0)
+    ctx = mt._RunContext({}, [], mt.AuditLog(root, "gc", NOW, enabled=False), lambda n: None, 10)
+    conn = mt._open_writer(str(root / "cache.db"), 5.0)
+    other = sqlite3.connect(root / "cache.db", isolation_level=None)
+    try:
+        ctx.start_db(conn)
+
+        def autocheckpoint() -> int:
+            return conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+        assert autocheckpoint() == 0
+        ctx.between_batches(conn, 5)  # alone: no checkpoint per commit
+        assert autocheckpoint() == 0 and not ctx._writer_batches
+        other.execute(INSERT, ("w1", "f", "app.f", "in", "DIRECT_BLOB", None, b"1", "x"))
+        ctx.between_batches(conn, 5)  # another connection committed: a writer
+        assert autocheckpoint() == mt.SQLITE_AUTOCHECKPOINT
+        assert ctx._writer_batches == mt.WRITER_BATCHES
+        other.execute(INSERT, ("w2", "f", "app.f", "in", "DIRECT_BLOB", None, b"2", "x"))
+        ctx.between_batches(conn, 5)
+        assert ctx._writer_batches == mt.WRITER_BATCHES  # still writing: still polite
+        for _ in range(mt.WRITER_BATCHES):
+            ctx.between_batches(conn, 5)  # quiet again
+        assert autocheckpoint() == 0 and not ctx._writer_batches
+    finally:
+        other.close()
+        conn.close()
