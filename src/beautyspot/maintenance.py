@@ -1108,7 +1108,7 @@ class _BatchSizer:
     """
 
     MIN_ROWS = 16
-    MAX_ROWS = 200_000
+    MAX_ROWS = 50_000  # a batch's rows are held in memory (~350 bytes each)
     MAX_SPAN = 1 << 40
 
     def __init__(self, rows: int, seconds: float):
