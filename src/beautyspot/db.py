@@ -275,6 +275,10 @@ class TaskReader:
     def count(self) -> int:
         return self._run("SELECT count(*) FROM tasks")[0][0]
 
+    def max_rowid(self) -> int:
+        """The highest rowid (0 for an empty table): rows saved later get higher ones."""
+        return self._run("SELECT coalesce(max(rowid), 0) FROM tasks")[0][0]
+
     def get_row(self, cache_key: str) -> TaskRow | None:
         rows = self._run(
             f"SELECT {q.row_select(self.schema)} FROM tasks WHERE cache_key = CAST(? AS TEXT)",

@@ -21,6 +21,8 @@ DB file itself does not shrink until SQLite reuses or vacuums the pages.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import datetime as dt
 import errno
 import heapq
@@ -30,6 +32,7 @@ import posixpath
 import sqlite3
 import stat as stat_mod
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +58,10 @@ OVER_BUDGET = "over budget"
 DANGLING = "dangling"
 
 OLDEST_SHOWN = 5
+WRITE_CACHE_KIB = 16 * 1024  # page cache of the deleting connection
+SQLITE_AUTOCHECKPOINT = 1000  # SQLite's default wal_autocheckpoint (pages)
+WRITER_GAP = 0.1  # seconds between batches while another connection writes
+WRITER_BATCHES = 5  # batches that a writer's last commit keeps those gaps for
 
 Progress = Callable[[int], None]
 
@@ -94,6 +101,72 @@ class PlannedFile:
 
 
 @dataclass(frozen=True)
+class PlannedFiles:
+    """The files one DB's plan deletes, column by column, sorted by location.
+
+    A million-row ``clear`` plans ~100k blob files: a :class:`PlannedFile` each (with
+    its path string) held ~60 MB; these columns hold a fifth of that.  The path is
+    derived from the location when needed (:func:`_entry_path`).  ``kinds`` indexes
+    ``kind_table``: the (function, reason) of each file.
+    """
+
+    db: str
+    blob_dir: str
+    locations: tuple[str, ...] = ()
+    sizes: array = field(default_factory=lambda: array("q"))
+    mtimes_ns: array = field(default_factory=lambda: array("q"))
+    inodes: array = field(default_factory=lambda: array("Q"))
+    kinds: array = field(default_factory=lambda: array("I"))
+    kind_table: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def build(cls, db: str, blob_dir: str, items: list[tuple]) -> PlannedFiles:
+        """From (location, size, mtime_ns, ino, function, reason) tuples (any order)."""
+        items.sort(key=lambda t: t[0])
+        table: dict[tuple[str, str], int] = {}
+        kinds = array("I", (table.setdefault((t[4], t[5]), len(table)) for t in items))
+        return cls(
+            db,
+            blob_dir,
+            tuple(t[0] for t in items),
+            array("q", (t[1] for t in items)),
+            array("q", (t[2] for t in items)),
+            array("Q", (t[3] for t in items)),
+            kinds,
+            tuple(table),
+        )
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def kind(self, i: int) -> tuple[str, str]:
+        """(function, reason) of file *i*."""
+        return self.kind_table[self.kinds[i]]
+
+    def find(self, location: str) -> int:
+        """Index of *location*, or -1."""
+        i = bisect.bisect_left(self.locations, location)
+        return i if i < len(self.locations) and self.locations[i] == location else -1
+
+    def __getitem__(self, i: int) -> PlannedFile:
+        function, reason = self.kind(i)
+        location = self.locations[i]
+        return PlannedFile(
+            self.db,
+            str(_entry_path(LocalStorage(self.blob_dir), location)),
+            location,
+            reason,
+            self.sizes[i],
+            self.mtimes_ns[i],
+            self.inodes[i],
+            function,
+        )
+
+    def __iter__(self) -> Iterator[PlannedFile]:
+        return (self[i] for i in range(len(self)))
+
+
+@dataclass(frozen=True)
 class RowPass:
     """One sweep of rows: which (``rfilter``) and why (``reason``).
 
@@ -113,7 +186,7 @@ class DBPlan:
     blob_dir: str
     passes: tuple[RowPass, ...]
     groups: tuple[Group, ...]
-    files: tuple[PlannedFile, ...]
+    files: PlannedFiles
     oldest: tuple[tuple[str, str, str], ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -204,21 +277,27 @@ def normalize_location(location: object) -> str | None:
     """A DB's blob location as a relative POSIX path, or None if it cannot be one."""
     if not isinstance(location, str) or not location or "\x00" in location:
         return None
+    if "/" not in location and "\\" not in location and location not in (".", ".."):
+        return location  # a plain name (upstream's `<key>.bin`): normpath would keep it
     norm = posixpath.normpath(location.replace("\\", "/"))
     if norm.startswith(("/", "../")) or norm in ("..", "."):
         return None
     return norm
 
 
+def _entry_path(storage: LocalStorage, location: str) -> Path:
+    """The confined path of a blob location (raises UnsafePathError)."""
+    if "/" not in location and location not in ("", ".", ".."):
+        # A plain name (upstream's `<key>.bin`): an entry of the blob dir itself;
+        # lstat does not follow a symlink, and only a regular file is accepted.
+        return storage.base_dir / location
+    return storage.resolve(location)
+
+
 def _stat_file(storage: LocalStorage, location: str) -> tuple[Path, os.stat_result] | None:
     """The confined path of a blob and its lstat, or None if unsafe or missing."""
     try:
-        if "/" not in location and location not in ("", ".", ".."):
-            # A plain name (upstream's `<key>.bin`): an entry of the blob dir itself;
-            # lstat does not follow a symlink, and only a regular file is accepted below.
-            path = storage.base_dir / location
-        else:
-            path = storage.resolve(location)
+        path = _entry_path(storage, location)
         st = os.lstat(path)
     except (UnsafePathError, OSError, ValueError):
         return None
@@ -248,11 +327,22 @@ def _plan_db(
     storage = LocalStorage(entry.blob_dir)
     warnings: list[str] = []
     groups: dict[tuple[str, str], Group] = {}
-    files: list[PlannedFile] = []
+    files: list[tuple] = []  # (location, size, mtime_ns, ino, function, reason)
     oldest: list[tuple[str, str, str]] = []
-    matched: Counter[str] = Counter()
-    refs_by_row: list[tuple[str, str, str]] = []  # (function, reason, location)
+    # Location -> [rows of the plan naming it, all rows naming it, kind of the first]:
+    # one small entry per location (a million-row clear names ~100k blob files).
+    named: dict[str, list[int]] = {}
+    kinds: dict[tuple[str, str], int] = {}  # (function, reason) -> kind
+    all_refs: set[str] | None = None
     with TaskReader(entry.path, timeout) as reader:
+        if passes:
+            # The rows that exist now: a row saved after the plan (a new rowid) is not
+            # the plan's, so the run leaves it alone.
+            top = reader.max_rowid()
+            passes = [
+                dataclasses.replace(rp, rfilter=dataclasses.replace(rp.rfilter, rowid_at_most=top))
+                for rp in passes
+            ]
         for rp in passes:
             # One streamed pass per row pass: counts, bytes and oldest per function,
             # the five oldest rows, and the blob files the rows name.
@@ -268,29 +358,45 @@ def _plan_db(
                 if jd is not None:
                     if t[2] is None or jd < t[2]:
                         t[2] = jd
-                    item = (-jd, str(key), function, str(updated))
                     if len(first) < OLDEST_SHOWN:
-                        heapq.heappush(first, item)
-                    elif item > first[0]:
-                        heapq.heapreplace(first, item)
+                        heapq.heappush(first, (-jd, str(key), function, str(updated)))
+                    elif -jd >= first[0][0]:
+                        item = (-jd, str(key), function, str(updated))
+                        if item > first[0]:
+                            heapq.heapreplace(first, item)
                 if location is not None:
                     norm = normalize_location(location)
                     if norm is None:
                         warnings.append(f"unsafe blob location {location!r}: file not touched")
                         continue
-                    matched[norm] += 1
-                    refs_by_row.append((function, rp.reason, norm))
+                    entry_refs = named.get(norm)
+                    if entry_refs is None:
+                        kind = kinds.setdefault((function, rp.reason), len(kinds))
+                        named[norm] = [1, 0, kind]
+                    else:
+                        entry_refs[0] += 1
             for function, (rows, inline, jd) in tally.items():
                 groups[(function, rp.reason)] = Group(
                     entry.name, function, rp.reason, rows, 0, inline, _jd_text(jd)
                 )
             oldest += [(k, f, u) for _jd, k, f, u in sorted(first, reverse=True)]
-        all_refs = _all_refs(reader)
-    seen: set[str] = set()
-    for function, reason, norm in refs_by_row:
-        if norm in seen or all_refs[norm] > matched[norm]:
-            continue  # counted once; or still named by a row that stays
-        seen.add(norm)
+        # Every row naming a file: the plan's rows, and rows that stay (which keep it).
+        want_all = orphans and grace_seconds is not None
+        all_refs = set() if want_all else None
+        for location in reader.iter_blob_locations():
+            norm = normalize_location(location)
+            if norm is None:
+                continue
+            entry_refs = named.get(norm)
+            if entry_refs is not None:
+                entry_refs[1] += 1
+            if all_refs is not None:
+                all_refs.add(norm)
+    kind_of = list(kinds)
+    for norm, (matched, total, kind) in named.items():
+        if total > matched:
+            continue  # still named by a row that stays
+        function, reason = kind_of[kind]
         if not norm.endswith(BLOB_SUFFIX):
             # SPEC §2: .gitignore, *.spot_tmp (a write in progress) and other non-.bin
             # files are never blobs, whatever a row says.
@@ -303,34 +409,36 @@ def _plan_db(
             except UnsafePathError:  # e.g. a symlink out of the blob dir
                 warnings.append(f"unsafe blob location {norm!r}: file not touched")
             continue  # else a dangling row: nothing on disk to free
-        path, st = found
-        files.append(_planned(entry.name, path, norm, reason, st, function))
+        st = found[1]
+        files.append((norm, st.st_size, st.st_mtime_ns, st.st_ino, function, reason))
         g = groups[(function, reason)]
         groups[(function, reason)] = Group(
             g.db, g.function, g.reason, g.rows, g.files + 1, g.bytes + st.st_size, g.oldest
         )
+    del named
     extra: list[Group] = []
     if orphans and grace_seconds is not None:
         limit_ns = int((now.timestamp() - grace_seconds) * 1e9)
         orphan_files = []
+        assert all_refs is not None
         for blob in storage.iter_blobs():
             if blob.location in all_refs:
                 continue
             found = _stat_file(storage, blob.location)
             if found is None or found[1].st_mtime_ns >= limit_ns:
                 continue  # young: a writer may be about to commit its row
-            orphan_files.append(_planned(entry.name, found[0], blob.location, ORPHAN, found[1]))
+            st = found[1]
+            orphan_files.append((blob.location, st.st_size, st.st_mtime_ns, st.st_ino, "-", ORPHAN))
         temps = []
         for tmp in storage.list_temp_files():
             found = _stat_file(storage, tmp.location)
             if found is not None and found[1].st_mtime_ns < limit_ns:
-                temps.append(_planned(entry.name, found[0], tmp.location, TEMP, found[1]))
+                st = found[1]
+                temps.append((tmp.location, st.st_size, st.st_mtime_ns, st.st_ino, "-", TEMP))
         for kind, items in ((ORPHAN, orphan_files), (TEMP, temps)):
             if items:
                 files.extend(items)
-                extra.append(
-                    Group(entry.name, "-", kind, 0, len(items), sum(f.size for f in items))
-                )
+                extra.append(Group(entry.name, "-", kind, 0, len(items), sum(f[1] for f in items)))
     oldest.sort(key=lambda o: parse_instant(o[2]) or 0)
     return DBPlan(
         entry.name,
@@ -338,7 +446,7 @@ def _plan_db(
         str(entry.blob_dir),
         tuple(passes),
         tuple(sorted(groups.values(), key=lambda g: (g.reason, g.function))) + tuple(extra),
-        tuple(files),
+        PlannedFiles.build(entry.name, str(entry.blob_dir), files),
         tuple(oldest[:OLDEST_SHOWN]),
         tuple(warnings),
     )
@@ -892,6 +1000,29 @@ class AuditLog:
             os.replace(self.path, self.path.with_name(self.NAME + ".1"))
             self._open()
 
+    def record_rows(self, db: str, reason: str, rows: list[tuple]) -> None:
+        """A line per deleted row, from a batch's (rowid, key, function, inline bytes,
+        location) tuples: written a thousand lines at a time."""
+        if self._fh is None or not rows:
+            return
+        head = f'{{"time": {self._time}, "command": {self._command}, "db": {_json_value(db)},'
+        tail = f' "reason": {_json_value(reason)}, "bytes": '
+        enc, js = _encode_str, _json_value
+        for start in range(0, len(rows), 1000):
+            text = "".join(
+                [
+                    f'{head} "key": {enc(k) if type(k) is str else js(k)}, "function":'
+                    f" {enc(f) if type(f) is str else js(f)},{tail}{int(n or 0)}}}\n"
+                    for _r, k, f, n, _l in rows[start : start + 1000]
+                ]
+            )
+            self._fh.write(text)
+            self._size += len(text)
+            if self._size >= self.max_bytes:
+                self._fh.close()
+                os.replace(self.path, self.path.with_name(self.NAME + ".1"))
+                self._open()
+
     def flush(self) -> None:
         if self._fh is not None:
             self._fh.flush()
@@ -915,18 +1046,18 @@ def _open_writer(path: str, timeout: float) -> sqlite3.Connection:
     return conn
 
 
-def _unlink_checked(planned: PlannedFile) -> str | None:
-    """Delete *planned* if it is still the file the plan saw; else say why it was kept.
+def _unlink_checked(path: str, size: int, mtime_ns: int, ino: int) -> str | None:
+    """Delete *path* if it is still the file the plan saw (size, mtime, inode); else say
+    why it was kept.
 
     The file is renamed aside first and its inode checked, so an atomic re-save by a
     writer between our check and the rename is put back, never lost.
     """
-    path = planned.path
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return "already gone"
-    if (st.st_size, st.st_mtime_ns, st.st_ino) != (planned.size, planned.mtime_ns, planned.ino):
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != (size, mtime_ns, ino):
         return "changed since the plan"
     aside = f"{path}.gc{os.getpid()}.spot_tmp"
     try:
@@ -934,7 +1065,7 @@ def _unlink_checked(planned: PlannedFile) -> str | None:
     except FileNotFoundError:
         return "already gone"
     moved = os.lstat(aside)
-    if (moved.st_ino, moved.st_mtime_ns) != (planned.ino, planned.mtime_ns):
+    if (moved.st_ino, moved.st_mtime_ns) != (ino, mtime_ns):
         # A writer replaced the file between our check and the rename: put it back.
         try:
             os.link(aside, path)
@@ -956,47 +1087,106 @@ def _add(groups: dict, key: tuple[str, str, str], rows=0, files=0, size=0) -> No
     tally[2] += size
 
 
+# Per-file state during a run (a bytearray, one byte per planned file).
+_PENDING = 1  # its rows are gone (or it is an orphan): unlink it after the ref check
+_REFERENCED = 2  # a row names it just before unlinking: keep it
+
+
+class _BatchSizer:
+    """Rows (and, on a rowid walk, the rowid span) of the next write transaction, sized
+    by the time the last ones took: a concurrent writer waits at most about *seconds*
+    for the lock, whatever the disk, the DB size or the share of rows that match.
+
+    Bigger batches are cheaper per row (fewer commits, each index page written once per
+    batch rather than once per row), so the size grows while transactions stay short.
+    """
+
+    MIN_ROWS = 16
+    MAX_ROWS = 50_000  # a batch's rows are held in memory (~350 bytes each)
+    MAX_SPAN = 1 << 40
+
+    def __init__(self, rows: int, seconds: float):
+        self.rows = max(self.MIN_ROWS, min(rows, self.MAX_ROWS))
+        self.span = 8 * self.rows
+        self.seconds = seconds
+
+    def update(self, elapsed: float) -> None:
+        # At most doubling or halving per step: one odd batch (a checkpoint by another
+        # connection, a cold page cache) does not swing the size.
+        factor = min(2.0, max(0.5, self.seconds / max(elapsed, 1e-6)))
+        self.rows = max(self.MIN_ROWS, min(self.MAX_ROWS, int(self.rows * factor)))
+        self.span = max(self.MIN_ROWS, min(self.MAX_SPAN, int(self.span * factor)))
+
+
 def _delete_pass(
     conn: sqlite3.Connection,
     schema: q.Schema,
     dbp: DBPlan,
     rp: RowPass,
-    row_files: dict[str, PlannedFile],
-    pending: list[tuple[PlannedFile, object]],
+    state: bytearray,
+    row_keys: dict[int, object],
     ctx: _RunContext,
 ) -> None:
-    """Delete the pass's rows in committed batches; queue their planned files."""
+    """Delete the pass's rows in committed batches; mark their planned files pending."""
     storage = LocalStorage(dbp.blob_dir) if rp.only_dangling else None
+    rfilter = rp.rfilter
+    driving = rfilter.driving_column(schema)
+    sizer = _BatchSizer(ctx.batch, ctx.batch_seconds)
     after = None
+    lo, end = conn.execute("SELECT min(rowid) - 1, max(rowid) FROM tasks").fetchone()
+    if lo is None:
+        return  # no rows at all
+    if rfilter.rowid_at_most is not None:
+        end = min(end, rfilter.rowid_at_most)
+    files = dbp.files
+    suffix = len(BLOB_SUFFIX)
     while True:
+        started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows, after = q.select_batch(conn, schema, rp.rfilter, after, ctx.batch)
-            full = len(rows) == ctx.batch
-            if storage is not None:  # re-check: a re-saved key has its blob again
-                rows = [r for r in rows if not _blob_exists(storage, r.result_value)]
-            q.delete_rowids(conn, [r.rowid for r in rows])
+            if storage is not None:  # verify --fix: a handful of keys
+                picked, after = q.select_batch(conn, schema, rfilter, after, sizer.rows)
+                done = len(picked) < sizer.rows
+                # re-check: a re-saved key has its blob again
+                picked = [r for r in picked if not _blob_exists(storage, r.result_value)]
+                q.delete_rowids(conn, [r.rowid for r in picked])
+                rows = [
+                    (r.rowid, r.cache_key, r.function, r.data_size, r.result_value) for r in picked
+                ]
+            elif driving is not None:
+                rows, after = q.delete_keyset_batch(conn, schema, rfilter, after, sizer.rows)
+                done = len(rows) < sizer.rows
+            else:
+                rows, lo = q.delete_rowid_range(
+                    conn, schema, rfilter, lo, min(lo + sizer.span, end), sizer.rows
+                )
+                done = lo >= end
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        per_function: dict[str, list[int]] = {}  # one Group update per function, not per row
-        for r in rows:
-            acc = per_function.setdefault(r.function or "", [0, 0])
+        sizer.update(time.perf_counter() - started)
+        per_function: dict[object, list[int]] = {}  # one Group update per function
+        for _rowid, key, function, size, location in rows:
+            acc = per_function.get(function)
+            if acc is None:
+                acc = per_function[function] = [0, 0]
             acc[0] += 1
-            acc[1] += r.data_size or 0
-            ctx.audit.record(
-                dbp.name, rp.reason, r.data_size or 0, key=r.cache_key, function=r.function
-            )
-            planned = row_files.pop(normalize_location(r.result_value) or "", None)
-            if planned is not None:
-                pending.append((planned, r.cache_key))
+            acc[1] += size or 0
+            if location is not None and files.locations:
+                norm = normalize_location(location)
+                i = -1 if norm is None else files.find(norm)
+                if i >= 0 and not state[i] & _PENDING and files.kind(i)[1] == rp.reason:
+                    state[i] |= _PENDING
+                    if key != norm[:-suffix]:  # the usual `<key>.bin` is not stored
+                        row_keys[i] = key
         for function, (n, size) in per_function.items():
-            _add(ctx.groups, (dbp.name, function, rp.reason), n, 0, size)
-        ctx.audit.flush()
+            _add(ctx.groups, (dbp.name, function or "", rp.reason), n, 0, size)
+        ctx.audit.record_rows(dbp.name, rp.reason, rows)
         ctx.progress(len(rows))
-        if not full:
+        ctx.between_batches(conn, len(rows))
+        if done:
             return
 
 
@@ -1013,18 +1203,22 @@ def _make_durable(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
-def _live_refs(conn: sqlite3.Connection, schema: q.Schema) -> set[str]:
-    """Every (normalized) blob location a row names now: one pass over the column."""
-    if not schema.has("result_value"):
-        return set()
-    refs = set()
+def _mark_referenced(
+    conn: sqlite3.Connection, schema: q.Schema, files: PlannedFiles, state: bytearray
+) -> None:
+    """Flag the planned files a row names now (still, or newly): one pass over the
+    column, looking each location up in the plan's sorted files (no set of them all)."""
+    if not schema.has("result_value") or not files.locations:
+        return
+    find = files.find
     for (location,) in conn.execute(
         "SELECT result_value FROM tasks WHERE result_value IS NOT NULL"
     ):
         norm = normalize_location(location)
         if norm is not None:
-            refs.add(norm)
-    return refs
+            i = find(norm)
+            if i >= 0:
+                state[i] |= _REFERENCED
 
 
 @dataclass
@@ -1034,21 +1228,82 @@ class _RunContext:
     audit: AuditLog
     progress: Progress
     batch: int
+    batch_seconds: float = 0.25
+    checkpoint_rows: int = 0
+    _since_checkpoint: int = 0
+    _data_version: int | None = None
+    _writer_batches: int = 0
+
+    def between_batches(self, conn: sqlite3.Connection, rows: int) -> None:
+        """After each committed batch: checkpoint when due, and make way for writers.
+
+        Alone, our connection does not auto-checkpoint (a checkpoint per batch cost more
+        than the deletes): every ``checkpoint_rows`` deleted rows instead.  Once another
+        connection has committed since our last look (``data_version`` moved: a live
+        writer), two things change for the next ``WRITER_BATCHES`` batches:
+
+        * our commits checkpoint at once again (SQLite's default): else the writer's own
+          auto-checkpoint copied and synced our batch's pages inside its save;
+        * we pause ``WRITER_GAP`` seconds before the next transaction: a writer waiting
+          for the lock polls at most every 100 ms, and back-to-back batches with gaps of
+          a millisecond kept one out for seconds.
+        """
+        self._since_checkpoint += rows
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            if self._writer_batches == 0:
+                conn.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._writer_batches = WRITER_BATCHES
+        elif self._writer_batches:
+            self._writer_batches -= 1
+            if self._writer_batches == 0:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+        if self._writer_batches:
+            self._since_checkpoint = 0
+            time.sleep(WRITER_GAP)
+        elif self.checkpoint_rows and self._since_checkpoint >= self.checkpoint_rows:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._since_checkpoint = 0
+        # Our own commits do not move our data_version: read it after them, and after
+        # the pause, so that the next look sees only the others' commits.
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def start_db(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        self._writer_batches = 0
+        self._since_checkpoint = 0
 
     def unlink(self, planned: PlannedFile, key: object = None) -> None:
-        why = _unlink_checked(planned)
+        self.unlink_file(
+            planned.db,
+            planned.path,
+            planned.size,
+            planned.mtime_ns,
+            planned.ino,
+            planned.function,
+            planned.reason,
+            key,
+        )
+
+    def unlink_file(
+        self,
+        db: str,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        ino: int,
+        function: str,
+        reason: str,
+        key: object = None,
+    ) -> None:
+        why = _unlink_checked(path, size, mtime_ns, ino)
         if why is None:
-            _add(self.groups, (planned.db, planned.function, planned.reason), 0, 1, planned.size)
-            self.audit.record(
-                planned.db,
-                planned.reason,
-                planned.size,
-                key=key,
-                function=planned.function,
-                path=planned.path,
-            )
+            _add(self.groups, (db, function, reason), 0, 1, size)
+            self.audit.record(db, reason, size, key=key, function=function, path=path)
         else:
-            self.kept.append((planned.path, why))
+            self.kept.append((path, why))
 
 
 def _execute_db(dbp: DBPlan, ctx: _RunContext, timeout: float) -> None:
@@ -1059,27 +1314,62 @@ def _execute_db(dbp: DBPlan, ctx: _RunContext, timeout: float) -> None:
     """
     conn = _open_writer(dbp.path, timeout)
     try:
+        # Per connection, nothing persisted: checkpoints as between_batches() says.
+        ctx.start_db(conn)
+        # A batch dirties a page of the key index per row: room for a whole batch's pages
+        # (else they spill to the WAL mid-transaction and are read back).
+        conn.execute(f"PRAGMA cache_size=-{WRITE_CACHE_KIB}")
         schema = q.read_schema(conn)
-        reasons = {rp.reason for rp in dbp.passes}
-        row_files = {f.location: f for f in dbp.files if f.reason in reasons}
-        pending: list[tuple[PlannedFile, object]] = []
+        files = dbp.files
+        state = bytearray(len(files))
+        row_keys: dict[int, object] = {}
         for rp in dbp.passes:
-            _delete_pass(conn, schema, dbp, rp, row_files, pending, ctx)
-        pending += [(f, None) for f in dbp.files if f.reason == ORPHAN]
-        if pending:
+            _delete_pass(conn, schema, dbp, rp, state, row_keys, ctx)
+        temps = []
+        for i, kind in enumerate(files.kinds):
+            reason = files.kind_table[kind][1]
+            if reason == ORPHAN:
+                state[i] |= _PENDING
+            elif reason == TEMP:
+                temps.append(i)
+        if any(b & _PENDING for b in state):
             _make_durable(conn)
-        # Just before unlinking: which of these files does a row (still, or newly) name?
-        refs = _live_refs(conn, schema) if pending else set()
-        for planned, key in pending:
-            if planned.location in refs:
-                ctx.kept.append((planned.path, "still referenced by a row"))
+            # Just before unlinking: which of these files does a row (still, or newly) name?
+            _mark_referenced(conn, schema, files, state)
+        storage = LocalStorage(dbp.blob_dir)
+        base = str(storage.base_dir) + os.sep
+        suffix = len(BLOB_SUFFIX)
+        for i, flags in enumerate(state):
+            if not flags & _PENDING:
+                continue
+            location = files.locations[i]
+            if "/" not in location:  # a plain name: see _entry_path (no Path per file)
+                path = base + location
             else:
-                ctx.unlink(planned, key)
+                try:
+                    path = str(_entry_path(storage, location))
+                except UnsafePathError:
+                    ctx.kept.append((base + location, "unsafe location"))
+                    continue
+            if flags & _REFERENCED:
+                ctx.kept.append((path, "still referenced by a row"))
+            else:
+                function, reason = files.kind(i)
+                key = row_keys.get(i, location[:-suffix] if reason != ORPHAN else None)
+                ctx.unlink_file(
+                    dbp.name,
+                    path,
+                    files.sizes[i],
+                    files.mtimes_ns[i],
+                    files.inodes[i],
+                    function,
+                    reason,
+                    key,
+                )
             ctx.progress(1)
-        for planned in dbp.files:
-            if planned.reason == TEMP:
-                ctx.unlink(planned)
-                ctx.progress(1)
+        for i in temps:
+            ctx.unlink(files[i])
+            ctx.progress(1)
         ctx.audit.flush()
     finally:
         conn.close()
@@ -1116,9 +1406,16 @@ def execute(
     timeout: float = 30.0,
     lock_wait: float = 10.0,
     batch: int = 2000,
+    batch_seconds: float = 0.25,
+    checkpoint_rows: int = 32768,
     audit: bool = True,
 ) -> Result:
-    """Carry out *plan* under the workspace lock; return what was really deleted."""
+    """Carry out *plan* under the workspace lock; return what was really deleted.
+
+    *batch* is the first write transaction's row count; later ones are sized so each
+    takes about *batch_seconds* (the longest a concurrent writer waits for the lock).
+    The WAL is checkpointed every *checkpoint_rows* deleted rows (0: only at the end).
+    """
     groups: dict[tuple[str, str, str], list[int]] = {}
     for g in plan.groups:  # same lines as the preview, even where nothing went
         groups[(g.db, g.function, g.reason)] = [0, 0, 0]
@@ -1132,7 +1429,7 @@ def execute(
         WorkspaceLock(ws.lock_path, lock_wait),
         AuditLog(ws.root, plan.command, plan.now, enabled=audit) as log,
     ):
-        ctx = _RunContext(groups, [], log, progress, batch)
+        ctx = _RunContext(groups, [], log, progress, batch, batch_seconds, checkpoint_rows)
         for dbp in plan.dbs:
             try:
                 _execute_db(dbp, ctx, timeout)

@@ -1,0 +1,187 @@
+"""Deletion batches and plan storage of the maintenance core, on real SQLite files.
+
+* write transactions are sized by time but always bounded (rows per batch);
+* a plan covers the rows that existed when it was made: rows saved afterwards (new
+  keys, or re-saves of planned keys) survive ``clear``;
+* a plan's files are stored column by column: a few hundred bytes per planned file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from beautyspot import maintenance as mt
+from beautyspot import sql as q
+from beautyspot.timeutil import format_ts
+from beautyspot.workspace import discover
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 12, 10, tzinfo=UTC)
+INSERT = (
+    "INSERT OR REPLACE INTO tasks (cache_key, func_name, func_identifier, input_id,"
+    " result_type, result_value, result_data, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def make_ws(tmp_path: Path, n: int, *, file_every: int = 4) -> Path:
+    """A workspace with one upstream-format DB (no indexes) of *n* rows, every
+    *file_every*-th a FILE row with its blob; rows i < n/2 are 60 days old."""
+    root = tmp_path / ".beautyspot"
+    blobs = root / "blobs" / "cache"
+    blobs.mkdir(parents=True)
+    conn = sqlite3.connect(root / "cache.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(q.CREATE_TABLE)
+    rows = []
+    for i in range(n):
+        key = f"{i:08x}" + "ab" * 28
+        old = i < n // 2
+        updated = format_ts(NOW - dt.timedelta(days=60 if old else 1, seconds=i))
+        if i % file_every == 0:
+            (blobs / f"{key}.bin").write_bytes(b"\x90" * (i % 50 + 1))
+            rows.append(
+                (key, f"f{i % 3}", f"app.f{i % 3}", "in", "FILE", f"{key}.bin", None, updated)
+            )
+        else:
+            rows.append(
+                (key, f"f{i % 3}", f"app.f{i % 3}", "in", "DIRECT_BLOB", None, b"x" * 9, updated)
+            )
+    conn.executemany(INSERT, rows)
+    conn.close()
+    return root
+
+
+def count_rows(root: Path) -> int:
+    conn = sqlite3.connect(root / "cache.db")
+    try:
+        return conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_batch_sizer_stays_bounded_and_moves_by_at_most_two() -> None:
+    sizer = mt._BatchSizer(2000, 0.25)
+    for _ in range(100):  # instant batches: grows, but never past MAX_ROWS
+        before = sizer.rows
+        sizer.update(0.0)
+        assert before <= sizer.rows <= min(2 * before, mt._BatchSizer.MAX_ROWS)
+    assert sizer.rows == mt._BatchSizer.MAX_ROWS
+    for _ in range(100):  # very slow batches: shrinks by half a step, down to MIN_ROWS
+        before = sizer.rows
+        sizer.update(100.0)
+        assert sizer.rows >= max(before // 2, mt._BatchSizer.MIN_ROWS)
+    assert sizer.rows == mt._BatchSizer.MIN_ROWS
+    sizer.update(0.25)  # on target: unchanged
+    assert sizer.rows == mt._BatchSizer.MIN_ROWS
+
+
+@pytest.mark.parametrize("command", ["prune", "clear"])
+def test_time_sized_batches_are_bounded_and_match_the_plan(
+    tmp_path: Path, monkeypatch, command: str
+) -> None:
+    root = make_ws(tmp_path, 600)
+    ws = discover(root)
+    if command == "prune":
+        plan = mt.plan_prune(ws, NOW, NOW - dt.timedelta(days=30))
+    else:
+        plan = mt.plan_clear(ws, NOW)
+    seen: list[tuple[int, int]] = []
+    real = q.delete_rowid_range
+
+    def recording(conn, schema, rfilter, lo, hi, limit):
+        rows, done = real(conn, schema, rfilter, lo, hi, limit)
+        seen.append((len(rows), limit))
+        return rows, done
+
+    monkeypatch.setattr(q, "delete_rowid_range", recording)
+    # batch_seconds=0: every batch is "too slow", so batches shrink to the minimum.
+    result = mt.execute(plan, ws, batch=50, batch_seconds=0.0)
+    assert len(seen) > 3
+    assert all(n <= limit <= 50 for n, limit in seen)
+    assert seen[-1][1] == mt._BatchSizer.MIN_ROWS
+    assert (result.rows, result.files, result.bytes) == (plan.rows, plan.files, plan.bytes)
+    assert sum(n for n, _ in seen) == plan.rows
+    assert count_rows(root) == 600 - plan.rows
+    log = [json.loads(x) for x in (root / "maintenance.log.jsonl").read_text().splitlines()]
+    assert sum(1 for e in log if "path" not in e) == plan.rows
+    assert sum(1 for e in log if "path" in e) == plan.files
+
+
+def test_clear_leaves_rows_saved_after_the_plan(tmp_path: Path) -> None:
+    root = make_ws(tmp_path, 40)
+    ws = discover(root)
+    plan = mt.plan_clear(ws, NOW)
+    assert plan.rows == 40
+    conn = sqlite3.connect(root / "cache.db", isolation_level=None)
+    resaved = f"{5:08x}" + "ab" * 28  # an inline row of the plan, saved again
+    conn.execute(INSERT, (resaved, "f2", "app.f2", "in", "DIRECT_BLOB", None, b"new", "x"))
+    conn.execute(INSERT, ("fresh", "f1", "app.f1", "in", "DIRECT_BLOB", None, b"new", "x"))
+    conn.close()
+    result = mt.execute(plan, ws)
+    conn = sqlite3.connect(root / "cache.db")
+    left = {r[0] for r in conn.execute("SELECT cache_key FROM tasks")}
+    conn.close()
+    assert left == {resaved, "fresh"}
+    assert result.rows == 39  # the re-saved row's old version was gone already
+
+
+def test_planned_files_are_compact_and_found_by_location(tmp_path: Path) -> None:
+    root = make_ws(tmp_path, 2000, file_every=2)
+    ws = discover(root)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        plan = mt.plan_clear(ws, NOW)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    (dbp,) = plan.dbs
+    files = dbp.files
+    assert isinstance(files, mt.PlannedFiles) and len(files) == plan.files == 1000
+    # A location string (~120 bytes) and four numbers each: no object per file.
+    assert held / len(files) < 400, f"{held / len(files):.0f} bytes per planned file"
+    assert list(files.locations) == sorted(files.locations)
+    first = files[0]
+    assert files.find(first.location) == 0 and files.find("nope.bin") == -1
+    assert Path(first.path) == root / "blobs" / "cache" / first.location
+    assert first.size == (root / "blobs" / "cache" / first.location).stat().st_size
+    assert (first.function, first.reason) in files.kind_table
+    assert sum(f.size for f in files) == plan.bytes - 1000 * 9  # minus the inline rows
+
+
+def test_a_live_writer_gets_gaps_and_checkpoints_until_it_goes_quiet(
+    tmp_path: Path, monkeypatch
+) -> None:
+    root = make_ws(tmp_path, 10)
+    monkeypatch.setattr(mt, "WRITER_GAP", 0.0)
+    ctx = mt._RunContext({}, [], mt.AuditLog(root, "gc", NOW, enabled=False), lambda n: None, 10)
+    conn = mt._open_writer(str(root / "cache.db"), 5.0)
+    other = sqlite3.connect(root / "cache.db", isolation_level=None)
+    try:
+        ctx.start_db(conn)
+
+        def autocheckpoint() -> int:
+            return conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+        assert autocheckpoint() == 0
+        ctx.between_batches(conn, 5)  # alone: no checkpoint per commit
+        assert autocheckpoint() == 0 and not ctx._writer_batches
+        other.execute(INSERT, ("w1", "f", "app.f", "in", "DIRECT_BLOB", None, b"1", "x"))
+        ctx.between_batches(conn, 5)  # another connection committed: a writer
+        assert autocheckpoint() == mt.SQLITE_AUTOCHECKPOINT
+        assert ctx._writer_batches == mt.WRITER_BATCHES
+        other.execute(INSERT, ("w2", "f", "app.f", "in", "DIRECT_BLOB", None, b"2", "x"))
+        ctx.between_batches(conn, 5)
+        assert ctx._writer_batches == mt.WRITER_BATCHES  # still writing: still polite
+        for _ in range(mt.WRITER_BATCHES):
+            ctx.between_batches(conn, 5)  # quiet again
+        assert autocheckpoint() == 0 and not ctx._writer_batches
+    finally:
+        other.close()
+        conn.close()
