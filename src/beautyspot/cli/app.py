@@ -110,6 +110,15 @@ FuncOpt = Annotated[
 ]
 
 
+def _finite(value: float) -> float:
+    """Reject nan and inf, which pass ``min=0.0`` (every comparison with nan is false)."""
+    import math
+
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number of seconds")
+    return value
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"beautyspot {__version__}")
@@ -124,7 +133,10 @@ def main_options(
     timeout: Annotated[
         float,
         typer.Option(
-            "--timeout", min=0.0, help="Seconds to wait for a locked DB or workspace lock."
+            "--timeout",
+            min=0.0,
+            callback=_finite,
+            help="Seconds to wait for a locked DB or workspace lock.",
         ),
     ] = 30.0,
     version: Annotated[
