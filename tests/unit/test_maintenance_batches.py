@@ -101,7 +101,9 @@ def test_time_sized_batches_are_bounded_and_match_the_plan(
 
     monkeypatch.setattr(q, "delete_rowid_range", recording)
     # batch_seconds=0: every batch is "too slow", so batches shrink to the minimum.
-    result = mt.execute(plan, ws, batch=50, batch_seconds=0.0)
+    # truncate_bytes=0: a clear goes in batches too (else it is one statement).
+    result = mt.execute(plan, ws, batch=50, batch_seconds=0.0, truncate_bytes=0)
+    assert result.truncated == ()
     assert len(seen) > 3
     assert all(n <= limit <= 50 for n, limit in seen)
     assert seen[-1][1] == mt._BatchSizer.MIN_ROWS
@@ -129,6 +131,81 @@ def test_clear_leaves_rows_saved_after_the_plan(tmp_path: Path) -> None:
     conn.close()
     assert left == {resaved, "fresh"}
     assert result.rows == 39  # the re-saved row's old version was gone already
+    assert result.truncated == ()  # rows newer than the plan: batches, not a truncate
+
+
+def _audit_rows(root: Path) -> list[tuple]:
+    lines = (root / "maintenance.log.jsonl").read_text().splitlines()
+    return sorted(
+        (e["db"], e["key"], e["function"], e["reason"], e["bytes"])
+        for e in map(json.loads, lines)
+        if "path" not in e
+    )
+
+
+def test_plain_clear_is_one_truncate_with_the_same_outcome_as_batches(tmp_path: Path) -> None:
+    """Same rows, files, totals and audit lines whether the pass is one DELETE (the
+    default for a plain clear of a small enough DB) or batches."""
+    outcomes = []
+    for name, truncate_bytes in (("one", mt.TRUNCATE_MAX_BYTES), ("batches", 0)):
+        root = make_ws(tmp_path / name, 900)
+        ws = discover(root)
+        plan = mt.plan_clear(ws, NOW)
+        result = mt.execute(plan, ws, truncate_bytes=truncate_bytes)
+        assert result.truncated == (("cache",) if truncate_bytes else ())
+        assert (result.rows, result.files, result.bytes) == (plan.rows, plan.files, plan.bytes)
+        assert count_rows(root) == 0
+        left = sorted(p.name for p in (root / "blobs" / "cache").iterdir())
+        outcomes.append((result.groups, left, _audit_rows(root)))
+    assert outcomes[0] == outcomes[1]
+    assert len(outcomes[0][2]) == 900
+
+
+def test_clear_with_a_filter_or_a_big_db_goes_in_batches(tmp_path: Path) -> None:
+    root = make_ws(tmp_path, 300)
+    ws = discover(root)
+    plan = mt.plan_clear(ws, NOW, func="f1")
+    result = mt.execute(plan, ws)
+    assert result.truncated == () and result.rows == 100 and count_rows(root) == 200
+    plan = mt.plan_clear(ws, NOW)
+    size = (root / "cache.db").stat().st_size
+    result = mt.execute(plan, ws, truncate_bytes=size // 2)
+    assert result.truncated == () and result.rows == 200 and count_rows(root) == 0
+
+
+def test_clear_of_a_rollback_journal_db_goes_in_batches(tmp_path: Path) -> None:
+    """Without WAL a read snapshot would block the truncate's own commit."""
+    root = make_ws(tmp_path, 50)
+    conn = sqlite3.connect(root / "cache.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    ws = discover(root)
+    plan = mt.plan_clear(ws, NOW)
+    result = mt.execute(plan, ws, timeout=2.0)
+    assert result.failures == () and result.truncated == ()
+    assert result.rows == 50 and count_rows(root) == 0
+
+
+def test_data_version_sees_a_commit_made_before_the_write_lock(tmp_path: Path) -> None:
+    """The premise of the truncate's guard, on this SQLite: a commit by another
+    connection between two reads of ``PRAGMA data_version`` changes it, also when the
+    second read is the first thing inside BEGIN IMMEDIATE; none leaves it alone."""
+    root = make_ws(tmp_path, 5)
+    db = root / "cache.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        for commit in (False, True):
+            before = conn.execute("PRAGMA data_version").fetchone()[0]
+            if commit:
+                other.execute(INSERT, ("w", "f", "app.f", "in", "DIRECT_BLOB", None, b"1", "x"))
+            conn.execute("BEGIN IMMEDIATE")
+            after = conn.execute("PRAGMA data_version").fetchone()[0]
+            conn.execute("ROLLBACK")
+            assert (after != before) is commit
+    finally:
+        conn.close()
+        other.close()
 
 
 def test_planned_files_are_compact_and_found_by_location(tmp_path: Path) -> None:
