@@ -17,7 +17,6 @@ that is exact for every stored format (see :mod:`beautyspot.timeutil`):
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import json
 import sqlite3
@@ -170,14 +169,12 @@ def register_functions(conn: sqlite3.Connection) -> None:
     conn.text_factory = decode_text
 
 
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # a common year
+
+
 def _late_days() -> str:
     """'MM-DD' of every day past the 28th that every year has (no 29 February)."""
-    days = [
-        f"'{m:02d}-{d}'"
-        for m in range(1, 13)
-        for d in (29, 30, 31)
-        if d <= calendar.monthrange(2001, m)[1]
-    ]
+    days = [f"'{m:02d}-{d}'" for m in range(1, 13) for d in (29, 30, 31) if d <= _MONTH_DAYS[m - 1]]
     return ", ".join(days)
 
 
