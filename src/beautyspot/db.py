@@ -918,7 +918,7 @@ class SQLiteTaskDB(TaskDBBase):
         self._check_open()
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            uri = "file:" + ro.uri_quote(str(self.db_path.absolute())) + "?mode=ro"
+            uri = ro.file_uri(str(self.db_path.absolute()), "ro")
             conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False)
             conn.execute("PRAGMA query_only=ON")
             q.register_functions(conn)

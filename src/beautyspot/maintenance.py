@@ -37,12 +37,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 from . import sql as q
 from .db import TaskReader, describe_sqlite_error
 from .errors import BeautySpotError, DBError, LockHeldError, UnsafePathError, UsageError
 from .lookup import DBFailure, TaskDetail, find_tasks, load_detail  # noqa: F401 (re-export)
+from .readonly import file_uri
 from .storage import BLOB_SUFFIX, LocalStorage
 from .timeutil import from_instant, parse_instant, to_instant
 from .workspace import DBEntry, Workspace, ZombieDir
@@ -1034,7 +1034,7 @@ class AuditLog:
 
 def _open_writer(path: str, timeout: float) -> sqlite3.Connection:
     """A write connection that never creates the file (``mode=rw``) and never migrates."""
-    uri = "file:" + quote(str(Path(path).absolute()), safe="/") + "?mode=rw"
+    uri = file_uri(str(Path(path).absolute()), "rw")
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
         # Per connection, not persisted: in WAL mode the batch commits then skip an
@@ -1247,7 +1247,7 @@ def _truncate_pass(
     if page_size * pages > ctx.truncate_bytes:
         return False
     before = conn.execute("PRAGMA data_version").fetchone()[0]
-    uri = "file:" + quote(str(Path(dbp.path).absolute()), safe="/") + "?mode=ro"
+    uri = file_uri(str(Path(dbp.path).absolute()), "ro")
     try:
         snap = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
     except sqlite3.Error:

@@ -58,6 +58,11 @@ def uri_quote(path: str) -> str:
     return "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in os.fsencode(path))
 
 
+def file_uri(path: str, mode: str) -> str:
+    """A ``file:`` URI for SQLite opening the absolute *path* with ``mode=`` *mode*."""
+    return f"file:{uri_quote(path)}?mode={mode}"
+
+
 def is_wal_without_log(path: str | os.PathLike) -> bool:
     """A WAL-mode DB with no ``-wal`` file: complete on disk and not open anywhere.
 
@@ -80,7 +85,7 @@ def open_readonly(path: str | os.PathLike, timeout: float = 5.0) -> sqlite3.Conn
         raise DBNotFoundError(f"{p}: no such task DB")
     if not os.path.isfile(p):
         raise DBError(f"{p}: not a file")
-    uri = "file:" + uri_quote(os.path.abspath(p)) + "?mode=ro"
+    uri = file_uri(os.path.abspath(p), "ro")
     if is_wal_without_log(p):
         uri += "&immutable=1"
     try:

@@ -306,3 +306,18 @@ def test_gc_report_for_cron_mail(ws: Path) -> None:
     assert "deleted 2 tasks" in lines[1]
     assert any("over budget: 2 tasks" in x for x in lines)
     assert "\x1b" not in proc.stdout
+
+
+def test_destructive_runs_work_in_a_directory_whose_name_is_not_utf8(ws: Path) -> None:
+    """The write connections' file: URIs are built from the path's bytes (they used to
+    go through a str quoting that raised on the surrogate-escaped byte)."""
+    odd = ws.parent / os.fsdecode(b"cache-\xff")
+    odd.mkdir()
+    moved = odd / ".beautyspot"
+    ws.rename(moved)
+    proc = run(moved, "prune", "--older-than", "5h", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "internal error" not in proc.stderr
+    proc = run(moved, "clear", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert keys(moved / "a.db") == set() and keys(moved / "b.db") == set()
