@@ -36,7 +36,7 @@ from .common import (
     now_from_env,
 )
 from .render import Output, format_bytes, safe_text
-from .show import show_task
+from .show import DEFAULT_WORKSPACE, show_task
 
 app = typer.Typer(
     name="beautyspot",
@@ -52,7 +52,7 @@ app = typer.Typer(
 class State:
     """Options given before the command; a command's own options override them."""
 
-    workspace: Path = Path(".beautyspot")
+    workspace: Path = DEFAULT_WORKSPACE
     db: str | None = None
     json: bool = False
     timeout: float = 30.0
@@ -150,7 +150,7 @@ def main_options(
     2 usage error (bad argument, refused without --yes, ambiguous key).
     """
     # Reset every field: run() may be called more than once in one process.
-    STATE.workspace = workspace if workspace is not None else Path(".beautyspot")
+    STATE.workspace = workspace if workspace is not None else DEFAULT_WORKSPACE
     STATE.db = db
     STATE.json = json
     STATE.timeout = timeout
@@ -166,11 +166,7 @@ def _setup(
     STATE.json = STATE.json or json
     out = Output(json_mode=STATE.json)
     ws = discover(STATE.workspace, STATE.db)
-    return ws, out, _now()
-
-
-_now = now_from_env
-_ts = display_ts
+    return ws, out, now_from_env()
 
 
 def _failures_json(failures) -> list[dict]:
@@ -275,8 +271,8 @@ def ls_cmd(
                 r.function,
                 r.result_type,
                 format_bytes(r.data_size) if r.data_size is not None else r.result_value,
-                _ts(r.updated_at),
-                _ts(r.expires_at),
+                display_ts(r.updated_at),
+                display_ts(r.expires_at),
                 state(r),
             ]
             for r in rows
@@ -395,7 +391,7 @@ def _render_plan(out: Output, plan: mt.Plan) -> None:
         out.table(
             "oldest entries",
             ["db", "key", "function", "updated (UTC)"],
-            [[db, k, f, _ts(u)] for db, k, f, u in oldest[: mt.OLDEST_SHOWN]],
+            [[db, k, f, display_ts(u)] for db, k, f, u in oldest[: mt.OLDEST_SHOWN]],
             max_col_width=64,
         )
     for d in plan.dbs:
@@ -592,7 +588,7 @@ def prune_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Delete tasks last updated before a cutoff, and their blob files."""
-    parse_cutoff(older_than, _now())  # a bad --older-than is reported before anything else
+    parse_cutoff(older_than, now_from_env())  # a bad --older-than is reported before anything else
     ws, out, now = _setup(workspace, db, json)
     cutoff = parse_cutoff(older_than, now)  # from the one `now` the plan uses
     _confirm_or_refuse(out, yes, dry_run, "prune")

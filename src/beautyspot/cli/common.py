@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 
 from ..errors import BeautySpotError, UsageError
 from ..timeutil import UTC, now_utc, parse_datetime
@@ -40,8 +41,6 @@ def display_ts(value: object) -> str:
 def exit_code_for(exc: BaseException, err: Output) -> int:
     """Report *exc* as one line on stderr and return the exit code; re-raise what is
     not an error (SystemExit, GeneratorExit)."""
-    import sys
-
     if isinstance(exc, BeautySpotError):
         err.error(str(exc))
         return exc.exit_code
