@@ -8,34 +8,37 @@ its start-up time is most of its run time.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from collections import namedtuple
 
-from .db import TaskReader, TaskRow
 from .errors import BeautySpotError, DBError
+from .reader import TaskReader
 from .storage import LocalStorage
 from .timeutil import parse_instant, to_instant
 from .workspace import DBEntry, Workspace
 
-
-@dataclass(frozen=True)
-class DBFailure:
-    """A DB a command skipped, and why (reported, exit status 1)."""
-
-    db: str
-    path: str
-    message: str
+# Named tuples, not dataclasses: see the note above sql.Schema.
 
 
-@dataclass(frozen=True)
-class TaskDetail:
-    db: str
-    db_path: str
-    row: TaskRow
-    expired: bool | None  # None: no expiry, or unparsable
-    blob_path: str | None
-    blob_size: int | None
-    blob_error: str | None
-    payload: bytes | None = field(repr=False, default=None)
+class DBFailure(namedtuple("DBFailure", "db path message")):
+    """A DB a command skipped, and why (reported, exit status 1); all three are str."""
+
+    __slots__ = ()
+
+
+_DETAIL_FIELDS = "db db_path row expired blob_path blob_size blob_error payload"
+
+
+class TaskDetail(namedtuple("TaskDetail", _DETAIL_FIELDS, defaults=(None,))):
+    """One task for ``show``: ``db``/``db_path`` (str), ``row`` (TaskRow), ``expired``
+    (bool, None when it has no expiry or an unparsable one), the blob file's
+    ``blob_path``/``blob_size``/``blob_error`` (each None when not applicable) and the
+    ``payload`` bytes (inline or read from the blob; left out of the repr)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in zip(self._fields[:-1], self[:-1], strict=True))
+        return f"TaskDetail({shown})"
 
 
 def find_tasks(

@@ -344,7 +344,7 @@ def _plan_db(
             # the plan's, so the run leaves it alone.
             top = reader.max_rowid()
             passes = [
-                dataclasses.replace(rp, rfilter=dataclasses.replace(rp.rfilter, rowid_at_most=top))
+                dataclasses.replace(rp, rfilter=rp.rfilter._replace(rowid_at_most=top))
                 for rp in passes
             ]
         for rp in passes:
@@ -1238,7 +1238,7 @@ def _truncate_pass(
     Otherwise nothing is done and False returned: the batches take the pass.
     """
     rfilter = rp.rfilter
-    if rp.only_dangling or dataclasses.replace(rfilter, rowid_at_most=None) != q.RowFilter():
+    if rp.only_dangling or rfilter._replace(rowid_at_most=None) != q.RowFilter():
         return False
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         return False  # a rollback journal: our own snapshot would block our commit

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
 
 import msgpack
 
 from beautyspot.errors import DecodeError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms for show)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PREVIEW_CHARS = 2000
 # Bytes nested inside a structure are abbreviated to this many bytes of hex.
@@ -25,12 +27,32 @@ _NESTED_BYTES_SHOWN = 32
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class ExtPlaceholder:
-    """Stand-in for a MessagePack ExtType we have no decoder for (only code and size kept)."""
+    """Stand-in for a MessagePack ExtType we have no decoder for (only code and size kept).
 
-    code: int
-    size: int
+    A plain class, not a dataclass (importing dataclasses costs ``show`` ~9 ms), and not
+    a tuple (the preview must not print it as a list).  Immutable, compared by value.
+    """
+
+    __slots__ = ("code", "size")
+
+    def __init__(self, code: int, size: int):
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "size", size)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ExtPlaceholder is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ExtPlaceholder is immutable (cannot delete {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not ExtPlaceholder:
+            return NotImplemented
+        return (self.code, self.size) == (other.code, other.size)
+
+    def __hash__(self) -> int:
+        return hash((ExtPlaceholder, self.code, self.size))
 
     def __str__(self) -> str:
         return f"<ext code={self.code}, {self.size} bytes>"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .readonly import next_prefix, prefix_params, prefix_range_sql  # noqa: F401
 from .timeutil import MAX_TS_LENGTH, from_instant, julian_day, parse_instant
@@ -82,13 +82,21 @@ _BAND_DAYS = 2 / 86_400_000  # 2 ms, in days
 _TOP_DATE = "9999-99-99"
 
 
-@dataclass(frozen=True)
-class Schema:
-    """The columns of one DB's ``tasks`` table."""
+# The value classes of this module (and of workspace, storage, lookup) are named tuples:
+# frozen, compared by value, and cheap to define.  ``show`` imports them all, and
+# ``dataclasses`` (with the ``inspect`` it imports) plus ten generated classes was a
+# fifth of its start-up.  ``_replace`` and ``_asdict`` stand in for the dataclasses
+# functions; ``render`` writes them as JSON objects.
 
-    columns: frozenset[str]
-    # Columns that lead an index: a keyset walk may follow them (else it walks rowids).
-    indexed: frozenset[str] = frozenset()
+
+class Schema(namedtuple("Schema", "columns indexed", defaults=(frozenset(),))):
+    """The columns of one DB's ``tasks`` table.
+
+    ``columns`` (frozenset of str): its column names.  ``indexed`` (frozenset of str):
+    the columns that lead an index: a keyset walk may follow them (else it walks rowids).
+    """
+
+    __slots__ = ()
 
     def col(self, name: str) -> str:
         """The column, or ``NULL`` where an old DB lacks it."""
@@ -260,26 +268,30 @@ def order_key_sql(col: str) -> str:
     return f"(CASE WHEN {ts_shape_sql(col)} THEN julianday({col}) END)"
 
 
-@dataclass(frozen=True)
-class RowFilter:
-    """Which rows a deletion (or its preview) selects; every set field must match.
+_ROW_FILTER_FIELDS = (
+    "expired_before updated_before func keys live_at order_at_or_before rowid_at_most"
+)
 
-    ``expired_before`` and ``updated_before`` are instants (µs since the epoch): the
-    plan fixes them once so the run deletes exactly what the preview showed.
+
+class RowFilter(namedtuple("RowFilter", _ROW_FILTER_FIELDS, defaults=(None,) * 7)):
+    """Which rows a deletion (or its preview) selects; every set field (not None) must
+    match.  Build it with keywords.
+
+    - ``expired_before``, ``updated_before`` (int): instants (µs since the epoch); the
+      plan fixes them once so the run deletes exactly what the preview showed.
+    - ``func`` (str): func_name or func_identifier equals it.
+    - ``keys`` (tuple of str): cache_key is one of them.
+    - ``live_at`` (int): rows NOT expired at this instant (a budget pass leaves
+      expired rows to gc's own).
+    - ``order_at_or_before`` ((julianday(updated_at), rowid)): at or below this bound,
+      parsable updated_at only: "this row and everything least recently updated
+      after it", for size budgets.
+    - ``rowid_at_most`` (int): rows that existed when the plan was made (max(rowid)
+      then): a row saved after the plan gets a higher rowid, so the run never
+      deletes it.
     """
 
-    expired_before: int | None = None
-    updated_before: int | None = None
-    func: str | None = None
-    keys: tuple[str, ...] | None = None
-    # Rows NOT expired at this instant (a budget pass leaves expired rows to gc's own).
-    live_at: int | None = None
-    # (julianday(updated_at), rowid) at or below this bound, parsable updated_at only:
-    # "this row and everything least recently updated after it" for size budgets.
-    order_at_or_before: tuple[float, int] | None = None
-    # Rows that existed when the plan was made (max(rowid) then): a row saved after
-    # the plan gets a higher rowid, so the run never deletes it.
-    rowid_at_most: int | None = None
+    __slots__ = ()
 
     def driving_column(self, schema: Schema) -> str | None:
         """The indexed column a keyset walk follows (None: walk rowids).
@@ -349,24 +361,23 @@ def row_select(schema: Schema) -> str:
     )
 
 
-@dataclass(frozen=True)
-class TaskRow:
-    """One task's metadata (no payload). ``data_size`` is len(result_data) or None."""
+_TASK_ROW_FIELDS = (
+    "rowid cache_key func_name function result_type result_value data_size expires_at"
+    " updated_at version"
+)
 
-    rowid: int
-    cache_key: str
-    func_name: str | None
-    function: str | None
-    result_type: str | None
-    result_value: str | None
-    data_size: int | None
-    expires_at: object
-    updated_at: object
-    version: str | None
+
+class TaskRow(namedtuple("TaskRow", _TASK_ROW_FIELDS)):
+    """One task's metadata (no payload): the row's columns, with ``function`` its
+    display name (func_identifier, else func_name) and ``data_size`` len(result_data)
+    or None.  ``expires_at``/``updated_at`` are as stored (any type SQLite holds).
+    """
+
+    __slots__ = ()
 
     @classmethod
     def from_sql(cls, row: tuple) -> TaskRow:
-        return cls(*row)
+        return cls._make(row)
 
 
 def select_batch(

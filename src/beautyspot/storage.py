@@ -26,8 +26,8 @@ import os
 import re
 import stat
 import time
+from collections import namedtuple
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from beautyspot.errors import StorageError, UnsafePathError
@@ -45,18 +45,16 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
-@dataclass(frozen=True, slots=True)
-class BlobFile:
-    """One file found by a directory walk.
+class BlobFile(namedtuple("BlobFile", "location size mtime")):
+    """One file found by a directory walk (a named tuple: see the note above sql.Schema).
 
-    ``location`` is relative to the blob directory with ``/`` separators (the form stored in
-    the DB); ``size`` and ``mtime`` are those of the directory entry itself (``lstat``), so a
-    plan can later check that the entry it saw has not been rewritten.
+    ``location`` (str) is relative to the blob directory with ``/`` separators (the form
+    stored in the DB); ``size`` (int) and ``mtime`` (float) are those of the directory
+    entry itself (``lstat``), so a plan can later check that the entry it saw has not
+    been rewritten.
     """
 
-    location: str
-    size: int
-    mtime: float
+    __slots__ = ()
 
 
 def _quote(text: str) -> str:

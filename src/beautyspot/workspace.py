@@ -13,37 +13,34 @@ looks: it opens no DB and creates nothing.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from .errors import UsageError
 from .readonly import DB_SUFFIXES, is_db_name
 
-
-@dataclass(frozen=True)
-class DBEntry:
-    """One task DB and where its blobs live (``blob_dir`` may not exist)."""
-
-    name: str
-    path: Path
-    blob_dir: Path
-    legacy_layout: bool = False
+# Named tuples, not dataclasses: see the note above sql.Schema.
 
 
-@dataclass(frozen=True)
-class ZombieDir:
-    """A blob directory whose DB is gone."""
+class DBEntry(namedtuple("DBEntry", "name path blob_dir legacy_layout", defaults=(False,))):
+    """One task DB: ``name`` (str), ``path`` (Path) and ``blob_dir`` (Path, may not
+    exist), where its blobs live; ``legacy_layout``: ``<name>/blobs/`` rather than
+    ``blobs/<name>/``."""
 
-    name: str
-    path: Path
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Workspace:
-    root: Path
-    dbs: tuple[DBEntry, ...]
-    zombies: tuple[ZombieDir, ...]
-    single_db: bool = False  # --db: one DB, no zombie sweep
+class ZombieDir(namedtuple("ZombieDir", "name path")):
+    """A blob directory whose DB is gone: ``name`` (str), ``path`` (Path)."""
+
+    __slots__ = ()
+
+
+class Workspace(namedtuple("Workspace", "root dbs zombies single_db", defaults=(False,))):
+    """``root`` (Path), ``dbs`` (tuple of DBEntry), ``zombies`` (tuple of ZombieDir);
+    ``single_db``: opened with --db, one DB and no zombie sweep."""
+
+    __slots__ = ()
 
     @property
     def lock_path(self) -> Path:

@@ -22,7 +22,21 @@ from conftest import FIXTURE_NOW, UPSTREAM
 
 BIN = Path(sys.executable).parent / "beautyspot"
 NOW_ENV = FIXTURE_NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
-HEAVY = ("typer", "click", "rich", "pydantic", "pandas", "beautyspot.maintenance")
+HEAVY = (
+    "typer",
+    "click",
+    "rich",
+    "pydantic",
+    "pandas",
+    "beautyspot.maintenance",
+    # Not heavy in themselves, but a fifth of show's start-up together (the value
+    # classes are named tuples, the read-only side lives in beautyspot.reader).
+    "dataclasses",
+    "inspect",
+    "typing",
+    "queue",
+    "beautyspot.db",
+)
 
 pytestmark = pytest.mark.skipif(not BIN.exists(), reason=f"{BIN} is not installed")
 

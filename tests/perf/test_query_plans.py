@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from beautyspot import db as bdb
 from beautyspot import maintenance as mt
+from beautyspot import reader as bdb
 from beautyspot import sql as q
 from beautyspot.db import SQLiteTaskDB, TaskReader
 from beautyspot.timeutil import format_ts, to_instant

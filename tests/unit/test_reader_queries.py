@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_sql_timestamps import PROPERTY, stored_values, valid_texts
 
-from beautyspot import db as bsdb
+from beautyspot import reader as bsreader
 from beautyspot import sql
 from beautyspot import timeutil as tu
 from beautyspot.db import TaskReader
@@ -72,14 +72,14 @@ FILTERS = [
 def test_limited_listing_is_the_head_of_the_full_order(db_path, rows, limit, sample, data):
     store(db_path, rows)
     rfilter = data.draw(st.sampled_from(FILTERS))
-    saved = bsdb._SAMPLE_ROWS
-    bsdb._SAMPLE_ROWS = sample  # a small sample: the window logic, not the table, decides
+    saved = bsreader._SAMPLE_ROWS
+    bsreader._SAMPLE_ROWS = sample  # a small sample: the window logic, not the table, decides
     try:
         with TaskReader(db_path) as reader:
             got = [r.rowid for r in reader.list_tasks(rfilter, limit)]
             assert got == full_order(reader, rfilter)[:limit]
     finally:
-        bsdb._SAMPLE_ROWS = saved
+        bsreader._SAMPLE_ROWS = saved
 
 
 @pytest.mark.parametrize("sample", [0, 2, 1_000])
@@ -99,7 +99,7 @@ def test_limited_listing_when_the_last_inserted_rows_are_old(db_path, sample, mo
         "2026-12-08 12:00:00",
     ]
     store(db_path, [(v, None, "f") for v in values] + [("2020-01-01 00:00:00", None, "f")] * 5)
-    monkeypatch.setattr(bsdb, "_SAMPLE_ROWS", sample)
+    monkeypatch.setattr(bsreader, "_SAMPLE_ROWS", sample)
     with TaskReader(db_path) as reader:
         everything = full_order(reader, sql.RowFilter())
         for limit in range(1, len(everything) + 2):
@@ -124,7 +124,7 @@ def test_limited_listing_keeps_a_newest_row_whose_local_date_is_earlier(db_path,
     w = "2026-12-09 07:00:00" if y.startswith("2026-12-08") else "2026-12-10 01:00:00+14:00"
     rows = [y, z, w, "2026-12-09 00:00:00", "2026-12-09 05:00:00"]
     store(db_path, [(v, None, "f") for v in rows])
-    monkeypatch.setattr(bsdb, "_SAMPLE_ROWS", 0)
+    monkeypatch.setattr(bsreader, "_SAMPLE_ROWS", 0)
     with TaskReader(db_path) as reader:
         assert full_order(reader, sql.RowFilter())[:2] == [1, 3]
         assert [r.rowid for r in reader.list_tasks(sql.RowFilter(), 2)] == [1, 3]
@@ -145,14 +145,14 @@ def plain_summary(reader: TaskReader, now: int) -> tuple[int, str | None, str | 
 @given(rows_strategy, st.integers(0, 5))
 def test_summary_matches_the_plain_scan(db_path, rows, sample):
     store(db_path, rows)
-    saved = bsdb._SAMPLE_ROWS
-    bsdb._SAMPLE_ROWS = sample
+    saved = bsreader._SAMPLE_ROWS
+    bsreader._SAMPLE_ROWS = sample
     try:
         with TaskReader(db_path) as reader:
             summary = reader.summary(NOW)
             assert summary == plain_summary(reader, NOW)
     finally:
-        bsdb._SAMPLE_ROWS = saved
+        bsreader._SAMPLE_ROWS = saved
     expired = sum(1 for _, exp, _ in rows if (p := tu.parse_instant(exp)) is not None and p < NOW)
     assert summary[0] == expired
 
@@ -172,6 +172,6 @@ def test_summary_edges_away_from_the_first_and_last_rowids(db_path, monkeypatch,
         "9999-99-99 99:99:99",
     ]
     store(db_path, [(v, None, "f") for v in rows])
-    monkeypatch.setattr(bsdb, "_SAMPLE_ROWS", sample)
+    monkeypatch.setattr(bsreader, "_SAMPLE_ROWS", sample)
     with TaskReader(db_path) as reader:
         assert reader.summary(NOW) == (0, "2026-01-01 22:00:00", "2026-12-10 13:00:00")

@@ -170,7 +170,7 @@ def _setup(
 
 
 def _failures_json(failures) -> list[dict]:
-    return [asdict(f) for f in failures]
+    return [f._asdict() for f in failures]  # DBFailure is a named tuple
 
 
 def _report_failures(out: Output, failures) -> int:

@@ -11,7 +11,6 @@ completion path and cron runs (no TTY) never need it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import enum
 import json as _json
@@ -21,7 +20,10 @@ import sys
 import unicodedata
 from collections.abc import Iterator, Mapping
 from pathlib import PurePath
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms for show)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 __all__ = ["Output", "ProgressTracker", "format_bytes", "safe_text"]
 
@@ -141,7 +143,11 @@ def _jsonable(obj: Any) -> Any:
         return safe_text(str(obj))
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return bytes(obj).hex()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):  # a named tuple: an object
+        return _jsonable(obj._asdict())
+    if hasattr(type(obj), "__dataclass_fields__"):  # whoever made it imported dataclasses
+        import dataclasses
+
         return _jsonable(dataclasses.asdict(obj))
     if isinstance(obj, Mapping):
         return {_json_key(k): _jsonable(v) for k, v in obj.items()}
