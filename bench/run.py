@@ -299,10 +299,14 @@ def measure_writes(work: Path, repeat: int) -> Row:
     """bench_db.py's measurement, each side in its own child (for its RSS)."""
     spec = Spec("library writes, 8 threads (rows/s)", [], "raw executemany", "", "writes")
     lib, base = Measure(), Measure()
-    rates: dict[str, list[float]] = {"lib": [], "base": []}
+    rates: dict[str, list[float]] = {"lib": [], "base": [], "loop": []}
     log = work / "writes.log"
     for _ in range(repeat):
-        for side, fn, m in (("lib", "bench_library", lib), ("base", "bench_raw", base)):
+        for side, fn, m in (
+            ("lib", "bench_library", lib),
+            ("base", "bench_raw", base),
+            ("loop", "bench_commit_loop", Measure()),  # information: the ceiling
+        ):
             secs, rss, rc = run_child([PY, "-c", LIB_WRITES, str(HERE), fn], log)
             if rc != 0:
                 m.errors.append(f"exit {rc}: {tail(log)}")
@@ -317,6 +321,12 @@ def measure_writes(work: Path, repeat: int) -> Row:
         row.note = (
             f"{statistics.median(rates['lib']):,.0f} vs {statistics.median(rates['base']):,.0f}"
             f" rows/s = {pct:.1f} % of raw"
+        )
+    if rates["loop"] and rates["base"]:
+        loop = statistics.median(rates["loop"])
+        row.note += (
+            f"; ceiling (8 rows per commit, no threads; bench_db.py):"
+            f" {100 * loop / statistics.median(rates['base']):.1f} % of raw"
         )
     return row
 

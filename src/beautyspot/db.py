@@ -58,6 +58,8 @@ MAX_PREFIX_RESULTS = ro.MAX_PREFIX_RESULTS
 DELETE_BATCH = 2000  # rows per delete transaction: a few ms of write lock each
 _GROUP_MAX = 1000  # jobs committed together at most
 _POLL = 0.05  # seconds between a waiting caller's checks on the writer and its timeout
+# Pages of WAL between the writer's checkpoints (SQLite's default is 1000): see _open_writer.
+WAL_AUTOCHECKPOINT = 16000
 
 
 class TaskRecord(TypedDict):
@@ -299,7 +301,7 @@ class SQLiteTaskDB(TaskDBBase):
             # twice; inside COMMIT, with every caller of the group waiting.  The WAL
             # file keeps its largest size while the DB is open (a journal_size_limit
             # truncating it at each reset cost most of the gain) and goes at close.
-            conn.execute("PRAGMA wal_autocheckpoint=16000")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
             q.register_functions(conn)
         except BaseException:
             conn.close()
