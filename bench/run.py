@@ -9,9 +9,13 @@ child process, ``--repeat`` times (median reported), interleaved with its
 **baseline**: a ``python -c`` child doing the minimal raw work for the same result
 (the equivalent plain ``sqlite3`` query, ``os.scandir`` of the blob dir plus a set
 difference, ``python -c pass`` for startup).  Destructive commands run on a fresh
-copy of the workspace every time (DB file copied, blob files hard-linked; copy time
-not counted), and so do their baselines; the rows and blob files left afterwards
-are compared, so a baseline that did less work than the command is caught.
+copy of the workspace every time (DB file copied, blob files hard-linked, then
+``os.sync()``; copy time not counted), and so do their baselines; the rows and blob
+files left afterwards are compared, so a baseline that did less work than the command
+is caught.  The sync puts the copy on disk, as a real workspace is: without it the
+kernel was still writing the copy back while the child ran, and removing a directory
+entry not yet on disk costs a tenth of removing one that is (14 vs 164 µs here), so
+the side that reached its unlinks sooner (the baseline) got them cheap.
 
 Peak RSS is the child's own ``ru_maxrss`` from ``os.wait4``.  Library writes are
 ``bench/bench_db.py``'s measurement (8 threads through ``SQLiteTaskDB.save`` vs one
@@ -226,6 +230,7 @@ def fresh_copy(src: Path, dst: Path) -> None:
         if entry.is_file():
             shutil.copyfile(entry.path, dst / entry.name)
     subprocess.run(["cp", "-al", str(src / "blobs"), str(dst / "blobs")], check=True)
+    os.sync()  # on disk before the timed run: see the module docstring
 
 
 def state_of(ws: Path) -> tuple[int, int]:
@@ -553,8 +558,10 @@ def report(args, results, manifests, gen_secs, imports, itimes, latency, total_s
         " (`ru_maxrss`, max over runs). Baselines are `python -c` children doing the"
         " minimal raw work (plain `sqlite3`, `os.scandir`); ratio = command / baseline."
         " beautyspot's bytecode is compiled before the first run, as a `pip install` does.",
-        "Destructive commands and their baselines run on a fresh copy each time (not timed);"
-        " the rows and blob files they leave are checked equal.",
+        "Destructive commands and their baselines run on a fresh copy each time (not timed),"
+        " flushed to disk with `os.sync()` before the run (a workspace in use is on disk;"
+        " a copy still being written back made unlinks ~10x cheaper for whichever side"
+        " reached them first); the rows and blob files they leave are checked equal.",
         "*net ratio* (information, not a target) subtracts each side's startup"
         " (`beautyspot --help` for the command, `python -c pass` for the baseline): the"
         " ratio of the work itself; `–` when the baseline's work is below 5 ms; blank for"
