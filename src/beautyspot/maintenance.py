@@ -1119,6 +1119,15 @@ class _BatchSizer:
         self.span = 8 * self.rows
         self.seconds = seconds
 
+    def retarget(self, seconds: float) -> None:
+        """Aim at *seconds* from now on; a shorter target shrinks the batch at once (a
+        writer has just shown up: it should not wait for two more long batches)."""
+        if seconds < self.seconds:
+            factor = seconds / self.seconds
+            self.rows = max(self.MIN_ROWS, int(self.rows * factor))
+            self.span = max(self.MIN_ROWS, int(self.span * factor))
+        self.seconds = seconds
+
     def update(self, elapsed: float) -> None:
         # At most doubling or halving per step: one odd batch (a checkpoint by another
         # connection, a cold page cache) does not swing the size.
@@ -1173,9 +1182,11 @@ def _delete_pass(
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        sizer.update(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
         _account_rows(dbp, rp, rows, state, row_keys, ctx)
         ctx.between_batches(conn, len(rows))
+        sizer.retarget(ctx.batch_target())  # after between_batches: it spots writers
+        sizer.update(elapsed)
         if done:
             return
 
@@ -1334,6 +1345,7 @@ class _RunContext:
     batch_seconds: float = 0.25
     checkpoint_rows: int = 0
     truncate_bytes: int = 0  # see _truncate_pass (0: never)
+    alone_batch_seconds: float = 1.0  # batch_target() while no other connection writes
     truncated: list = field(default_factory=list)  # DBs a pass emptied in one statement
     _since_checkpoint: int = 0
     _data_version: int | None = None
@@ -1373,6 +1385,16 @@ class _RunContext:
         # Our own commits do not move our data_version: read it after them, and after
         # the pause, so that the next look sees only the others' commits.
         self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def batch_target(self) -> float:
+        """Seconds the next write transaction should take: *batch_seconds* while another
+        connection has committed within the last ``WRITER_BATCHES`` batches, else
+        *alone_batch_seconds*.  Each batch rewrites every page of the key index it
+        touches, and on a big DB that is most of them, whatever the batch's size: at 1M
+        rows, 0.25 s batches took ~10 s to prune 333k rows where 1 s batches took ~6 s.
+        Nobody waits on a lock nobody else wants; a writer that shows up waits for at
+        most the one batch in progress, then gets short ones."""
+        return self.batch_seconds if self._writer_batches else self.alone_batch_seconds
 
     def start_db(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -1513,6 +1535,7 @@ def execute(
     lock_wait: float = 10.0,
     batch: int = 2000,
     batch_seconds: float = 0.25,
+    alone_batch_seconds: float = 1.0,
     checkpoint_rows: int = 32768,
     truncate_bytes: int = TRUNCATE_MAX_BYTES,
     audit: bool = True,
@@ -1520,7 +1543,9 @@ def execute(
     """Carry out *plan* under the workspace lock; return what was really deleted.
 
     *batch* is the first write transaction's row count; later ones are sized so each
-    takes about *batch_seconds* (the longest a concurrent writer waits for the lock).
+    takes about *batch_seconds* while another connection writes (the longest it then
+    waits for the lock), and *alone_batch_seconds* while none does (fewer, bigger
+    batches: see ``_RunContext.batch_target``).
     The WAL is checkpointed every *checkpoint_rows* deleted rows (0: only at the end).
     A pass over every row of a DB of at most *truncate_bytes* is one statement when
     nothing else wrote meanwhile (:func:`_truncate_pass`; 0: always batches).
@@ -1539,7 +1564,15 @@ def execute(
         AuditLog(ws.root, plan.command, plan.now, enabled=audit) as log,
     ):
         ctx = _RunContext(
-            groups, [], log, progress, batch, batch_seconds, checkpoint_rows, truncate_bytes
+            groups,
+            [],
+            log,
+            progress,
+            batch,
+            batch_seconds,
+            checkpoint_rows,
+            truncate_bytes,
+            alone_batch_seconds=alone_batch_seconds,
         )
         for dbp in plan.dbs:
             try:

@@ -81,6 +81,38 @@ def test_batch_sizer_stays_bounded_and_moves_by_at_most_two() -> None:
     assert sizer.rows == mt._BatchSizer.MIN_ROWS
 
 
+def test_a_shorter_target_shrinks_the_batch_at_once() -> None:
+    sizer = mt._BatchSizer(40_000, 1.0)
+    sizer.retarget(0.25)  # a writer showed up: a quarter of the batch, now
+    assert (sizer.rows, sizer.span) == (10_000, 80_000)
+    sizer.retarget(1.0)  # alone again: it grows back only through update(), by <= 2x
+    assert sizer.rows == 10_000
+    sizer.update(0.25)
+    assert sizer.rows == 20_000
+
+
+def test_batches_are_short_only_while_another_connection_writes(tmp_path: Path) -> None:
+    """The target is batch_seconds for WRITER_BATCHES batches after someone else's
+    commit, alone_batch_seconds otherwise; our own commits do not count."""
+    db = tmp_path / "t.db"
+    ours = sqlite3.connect(db, isolation_level=None)
+    ours.execute("PRAGMA journal_mode=WAL")
+    ours.execute("CREATE TABLE t (x)")
+    other = sqlite3.connect(db, isolation_level=None)
+    ctx = mt._RunContext({}, [], None, None, 100, 0.25, alone_batch_seconds=1.0)
+    ctx.start_db(ours)
+    targets = []
+    for step in range(3 + mt.WRITER_BATCHES):
+        ours.execute("INSERT INTO t VALUES (1)")  # our batch
+        if step == 2:
+            other.execute("INSERT INTO t VALUES (2)")  # a writer's save meanwhile
+        ctx.between_batches(ours, 1)
+        targets.append(ctx.batch_target())
+    other.close()
+    ours.close()
+    assert targets == [1.0, 1.0] + [0.25] * mt.WRITER_BATCHES + [1.0]
+
+
 @pytest.mark.parametrize("command", ["prune", "clear"])
 def test_time_sized_batches_are_bounded_and_match_the_plan(
     tmp_path: Path, monkeypatch, command: str
@@ -100,9 +132,11 @@ def test_time_sized_batches_are_bounded_and_match_the_plan(
         return rows, done
 
     monkeypatch.setattr(q, "delete_rowid_range", recording)
-    # batch_seconds=0: every batch is "too slow", so batches shrink to the minimum.
+    # Targets of 0 s: every batch is "too slow", so batches shrink to the minimum.
     # truncate_bytes=0: a clear goes in batches too (else it is one statement).
-    result = mt.execute(plan, ws, batch=50, batch_seconds=0.0, truncate_bytes=0)
+    result = mt.execute(
+        plan, ws, batch=50, batch_seconds=0.0, alone_batch_seconds=0.0, truncate_bytes=0
+    )
     assert result.truncated == ()
     assert len(seen) > 3
     assert all(n <= limit <= 50 for n, limit in seen)
