@@ -87,6 +87,14 @@ def test_ext_placeholder_text_is_exact():
     assert f"{[placeholder]}" == "[<ext code=5, 3 bytes>]"
     with pytest.raises(AttributeError):
         placeholder.code = 6  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del placeholder.size
+    # A value of its own: not a tuple (a preview would print it as a list), equal only
+    # to an equal placeholder.
+    assert not isinstance(placeholder, tuple)
+    assert placeholder != (5, 3) and placeholder == ExtPlaceholder(5, 3)
+    assert placeholder != ExtPlaceholder(5, 4)
+    assert len({placeholder, ExtPlaceholder(5, 3)}) == 1
 
 
 def test_unknown_ext_types_become_placeholders():
