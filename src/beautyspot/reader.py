@@ -2,8 +2,8 @@
 
 No writer thread, no migration, no file or directory created; a mistyped path is an
 error, never a new empty DB.  Kept apart from :mod:`beautyspot.db` (which re-exports
-these names) so ``show`` and completion do not import ``typing``, ``queue`` and the
-writer machinery they never use.
+these names) so ``show`` does not import ``typing``, ``queue`` and the writer
+machinery it never uses.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_PREFIX_RESULTS = ro.MAX_PREFIX_RESULTS
-
-
-_is_wal_without_log = ro.is_wal_without_log
 
 
 def connect_readonly(path: str | os.PathLike, timeout: float = 5.0) -> sqlite3.Connection:
