@@ -107,64 +107,65 @@ def bench_library(parts: list[list[Row]], workdir: Path) -> float:
     return total / elapsed
 
 
-def bench_raw(parts: list[list[Row]], workdir: Path) -> float:
-    """Rows per second of one executemany in one transaction (same table and indexes)."""
-    conn = sqlite3.connect(workdir / "raw.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+_INSERT = (
+    "INSERT OR REPLACE INTO tasks (cache_key, func_name, func_identifier, input_id,"
+    " version, result_type, content_type, result_value, result_data, expires_at,"
+    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _plain_db(path: Path, *pragmas: str) -> sqlite3.Connection:
+    """A plain sqlite3 connection on a new DB: WAL, synchronous=NORMAL, *pragmas*, the
+    library's table and indexes."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", *pragmas):
+        conn.execute(f"PRAGMA {pragma}")
     conn.execute(sql.CREATE_TABLE)
     sql.ensure_indexes(conn, sql.read_schema(conn))
+    return conn
+
+
+def _sql_params(rows: list[Row]) -> list[tuple]:
+    """The INSERT parameters of *rows*, as save() makes them (part of the timed work)."""
     updated = format_ts(NOW)
-    # Preparing the tuples (format_ts of the expiry) is part of the work, as in save().
-    start = time.perf_counter()
-    params = [(*row[:9], format_ts(row[9]), updated) for rows in parts for row in rows]
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(
-        "INSERT OR REPLACE INTO tasks (cache_key, func_name, func_identifier, input_id,"
-        " version, result_type, content_type, result_value, result_data, expires_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        params,
-    )
-    conn.execute("COMMIT")
+    return [(*row[:9], format_ts(row[9]), updated) for row in rows]
+
+
+def _rate(conn: sqlite3.Connection, rows: int, start: float, what: str) -> float:
+    """Rows per second since *start*, once the DB holds exactly *rows* rows."""
     elapsed = time.perf_counter() - start
     count = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
     conn.close()
-    if count != len(params):
-        raise RuntimeError(f"raw insert stored {count} rows, expected {len(params)}")
-    return len(params) / elapsed
+    if count != rows:
+        raise RuntimeError(f"{what} stored {count} rows, expected {rows}")
+    return rows / elapsed
+
+
+def bench_raw(parts: list[list[Row]], workdir: Path) -> float:
+    """Rows per second of one executemany in one transaction (same table and indexes)."""
+    conn = _plain_db(workdir / "raw.db")
+    start = time.perf_counter()
+    params = _sql_params([row for rows in parts for row in rows])
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(_INSERT, params)
+    conn.execute("COMMIT")
+    return _rate(conn, len(params), start, "raw insert")
 
 
 def bench_commit_loop(parts: list[list[Row]], workdir: Path) -> float:
     """Rows per second of plain sqlite3 committing len(parts) rows per transaction, the
     rows in the order the threads would queue them, with the library writer's pragmas.
     Timed to the rows being in the DB file (a last checkpoint), like the other two."""
-    conn = sqlite3.connect(workdir / "loop.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
-    conn.execute(sql.CREATE_TABLE)
-    sql.ensure_indexes(conn, sql.read_schema(conn))
+    conn = _plain_db(workdir / "loop.db", f"wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
     per = len(parts)
     start = time.perf_counter()
-    updated = format_ts(NOW)
-    queued = [row for group in zip(*parts, strict=True) for row in group]
-    params = [(*row[:9], format_ts(row[9]), updated) for row in queued]
+    params = _sql_params([row for group in zip(*parts, strict=True) for row in group])
     for i in range(0, len(params), per):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT OR REPLACE INTO tasks (cache_key, func_name, func_identifier, input_id,"
-            " version, result_type, content_type, result_value, result_data, expires_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            params[i : i + per],
-        )
+        conn.executemany(_INSERT, params[i : i + per])
         conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    elapsed = time.perf_counter() - start
-    count = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
-    conn.close()
-    if count != len(params):
-        raise RuntimeError(f"commit loop stored {count} rows, expected {len(params)}")
-    return len(params) / elapsed
+    return _rate(conn, len(params), start, "commit loop")
 
 
 def paired_rates(
