@@ -320,5 +320,8 @@ def test_upstream_uses_a_db_our_library_created(upstream_py: str, tmp_path: Path
     assert "ask" not in second["computed"] and "embed" not in second["computed"]
     assert second["results"] == first["results"]
     # And our reader sees upstream's rows beside ours.
-    listed = ours(ws, "ls", "llm", "--json")
+    listed = ours(ws, "ls", "llm", "--json", "--limit", "1000")
     assert listed.returncode == 0, listed.stderr
+    functions = [t["function"] for t in json.loads(listed.stdout)["tasks"]]
+    assert functions.count("tests.ours") == len(expected)  # the expired one until gc
+    assert functions.count("__main__.ask") == len(ASK)
