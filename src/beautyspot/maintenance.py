@@ -44,7 +44,7 @@ from .errors import BeautySpotError, DBError, LockHeldError, UnsafePathError, Us
 from .lookup import DBFailure, TaskDetail, find_tasks, load_detail  # noqa: F401 (re-export)
 from .readonly import file_uri
 from .storage import BLOB_SUFFIX, LocalStorage
-from .timeutil import from_instant, parse_instant, to_instant
+from .timeutil import from_instant, parse_instant, to_instant, utc_text
 from .workspace import DBEntry, Workspace, ZombieDir
 
 EXPIRED = "expired"
@@ -192,6 +192,7 @@ class DBPlan:
     files: PlannedFiles
     oldest: tuple[tuple[str, str, str], ...] = ()
     warnings: tuple[str, ...] = ()
+    sharers: tuple[str, ...] = ()  # other DBs using blob_dir (DBEntry.sharers)
 
     @property
     def rows(self) -> int:
@@ -278,15 +279,23 @@ class Budget:
 
 
 def normalize_location(location: object) -> str | None:
-    """A DB's blob location as a relative POSIX path, or None if it cannot be one."""
+    """A DB's blob location as a relative POSIX path, or None if it cannot be one.
+
+    Safe or not is decided as :class:`LocalStorage` decides it (``\\`` counts as a
+    separator there, so ``..\\x.bin`` from a DB written on Windows is refused); a safe
+    location is then taken as written, ``\\`` being part of a file name on POSIX, as
+    when ``show`` or the library reads it.  Reading ``x\\y.bin`` as ``x/y.bin`` here
+    made gc take the file ``x\\y.bin`` a live row names for an orphan.
+    """
     if not isinstance(location, str) or not location or "\x00" in location:
         return None
     if "/" not in location and "\\" not in location and location not in (".", ".."):
         return location  # a plain name (upstream's `<key>.bin`): normpath would keep it
-    norm = posixpath.normpath(location.replace("\\", "/"))
-    if norm.startswith(("/", "../")) or norm in ("..", "."):
+    try:
+        LocalStorage.check_syntax(location)
+    except UnsafePathError:
         return None
-    return norm
+    return posixpath.normpath(location)
 
 
 def _entry_path(storage: LocalStorage, location: str) -> Path:
@@ -338,6 +347,18 @@ def _plan_db(
     named: dict[str, list[int]] = {}
     kinds: dict[tuple[str, str], int] = {}  # (function, reason) -> kind
     all_refs: set[str] | None = None
+    # What the DBs sharing the blob dir name (None: one cannot be read; touch no file).
+    shared: set[str] | None = set()
+    for sharer in entry.sharers:
+        try:
+            shared |= _locations_of(sharer, timeout)  # type: ignore[operator]
+        except BeautySpotError as exc:
+            warnings.append(
+                f"blob dir {entry.blob_dir} is shared with {sharer}, which cannot be read"
+                f" ({exc}): no blob file is deleted"
+            )
+            shared = None
+            break
     with TaskReader(entry.path, timeout) as reader:
         if passes:
             # The rows that exist now: a row saved after the plan (a new rowid) is not
@@ -398,8 +419,8 @@ def _plan_db(
                 all_refs.add(norm)
     kind_of = list(kinds)
     for norm, (matched, total, kind) in named.items():
-        if total > matched:
-            continue  # still named by a row that stays
+        if total > matched or shared is None or norm in shared:
+            continue  # still named by a row that stays (here, or in a sharing DB)
         function, reason = kind_of[kind]
         if not norm.endswith(BLOB_SUFFIX):
             # SPEC §2: .gitignore, *.spot_tmp (a write in progress) and other non-.bin
@@ -421,10 +442,11 @@ def _plan_db(
         )
     del named
     extra: list[Group] = []
-    if orphans and grace_seconds is not None:
+    if orphans and grace_seconds is not None and shared is not None:
         limit_ns = int((now.timestamp() - grace_seconds) * 1e9)
         orphan_files = []
         assert all_refs is not None
+        all_refs |= shared
         for blob in storage.iter_blobs():
             if blob.location in all_refs:
                 continue
@@ -453,7 +475,18 @@ def _plan_db(
         PlannedFiles.build(entry.name, str(entry.blob_dir), files),
         tuple(oldest[:OLDEST_SHOWN]),
         tuple(warnings),
+        tuple(str(p) for p in entry.sharers),
     )
+
+
+def _locations_of(path: Path | str, timeout: float) -> set[str]:
+    """The normalized blob locations the rows of the DB at *path* name."""
+    with TaskReader(path, timeout) as reader:
+        return {
+            norm
+            for norm in map(normalize_location, reader.iter_blob_locations())
+            if norm is not None
+        }
 
 
 def _jd_text(jd: float | None) -> str | None:
@@ -464,7 +497,7 @@ def _jd_text(jd: float | None) -> str | None:
         moment = from_instant(round((jd - 2440587.5) * 86_400_000) * 1000)
     except OverflowError:
         return None
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return utc_text(moment)
 
 
 def _all_refs(reader: TaskReader) -> Counter[str]:
@@ -797,6 +830,11 @@ def verify(
         except BeautySpotError as exc:
             failures.append(DBFailure(entry.name, str(entry.path), str(exc)))
             continue
+        for sharer in entry.sharers:  # a blob a sharing DB names is no orphan
+            try:
+                refs.update(_locations_of(sharer, timeout))
+            except BeautySpotError:
+                pass  # reported on that DB's own line
         orphans = [
             b.location
             for b in storage.iter_blobs()
@@ -878,10 +916,8 @@ class WorkspaceLock:
     def __enter__(self) -> WorkspaceLock:
         import fcntl
 
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise BeautySpotError(f"cannot create lock file {self.path}: {exc.strerror}") from None
+        # Never through a symlink, never a FIFO or device: we truncate and write it.
+        fd = _open_regular(self.path, os.O_RDWR, "lock file")
         deadline = time.monotonic() + self.wait
         while True:
             try:
@@ -908,6 +944,23 @@ class WorkspaceLock:
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
             self._fd = None
+
+
+def _open_regular(path: Path, flags: int, what: str) -> int:
+    """``os.open`` of a regular file (created if missing), never through a symlink and
+    never blocking on a FIFO; BeautySpotError otherwise."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BeautySpotError(f"{what} {path} is a symlink; not following it") from None
+        if exc.errno == errno.ENXIO:  # a FIFO (or socket) nobody reads
+            raise BeautySpotError(f"{what} {path} is not a regular file") from None
+        raise BeautySpotError(f"cannot open {what} {path}: {exc.strerror}") from None
+    if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BeautySpotError(f"{what} {path} is not a regular file")
+    return fd
 
 
 _encode_str = json.encoder.encode_basestring  # C-accelerated, ensure_ascii=False
@@ -949,25 +1002,46 @@ class AuditLog:
     def __enter__(self) -> AuditLog:
         if self.enabled:
             try:
-                if self.path.stat().st_size >= self.max_bytes:
-                    os.replace(self.path, self.path.with_name(self.NAME + ".1"))
+                if os.lstat(self.path).st_size >= self.max_bytes:
+                    self._rotate()
             except FileNotFoundError:
                 pass
             self._open()
-            if self._fh.tell() > 0:
-                with open(self.path, "rb") as last:
-                    last.seek(-1, os.SEEK_END)
-                    if last.read(1) != b"\n":  # a run killed mid-line: start afresh
-                        self._fh.write("\n")
+            if self._size > 0:
+                fd = self._fh.fileno()
+                if os.pread(fd, 1, self._size - 1) != b"\n":  # a run killed mid-line
+                    self._fh.write("\n")
         return self
 
     def _open(self) -> None:
+        """Open for appending; refused (before anything is deleted) if the path is a
+        symlink, a FIFO (which would block the run) or anything but a regular file."""
+        fd = _open_regular(self.path, os.O_RDWR | os.O_APPEND, "audit log")
         # backslashreplace: a key or file name that is not UTF-8 (surrogates) is
         # logged as \udcXX text instead of crashing the run after it deleted things.
         self._fh = open(  # noqa: SIM115 - closed in __exit__
-            self.path, "a", encoding="utf-8", errors="backslashreplace"
+            fd, "a", encoding="utf-8", errors="backslashreplace"
         )
-        self._size = self._fh.tell()
+        self._size = os.fstat(fd).st_size
+
+    def _rotate(self) -> None:
+        """Move the log to ``.1``.  Best effort: if that fails (``.1`` is a directory,
+        say) the log grows on rather than stop a run in the middle of its deletions."""
+        if self.max_bytes <= 0:
+            return
+        try:
+            os.replace(self.path, self.path.with_name(self.NAME + ".1"))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            self.max_bytes = 0  # do not try again in this run
+
+    def _roll(self) -> None:
+        """Rotate an open log once it has passed ``max_bytes``."""
+        self._fh.close()
+        self._fh = None
+        self._rotate()
+        self._open()
 
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
@@ -999,10 +1073,8 @@ class AuditLog:
         self._fh.write(line)
         # Rotate while writing too: one clear of 1M rows writes ~250 MB of lines.
         self._size += len(line)  # characters: close enough to bytes for a size bound
-        if self._size >= self.max_bytes:
-            self._fh.close()
-            os.replace(self.path, self.path.with_name(self.NAME + ".1"))
-            self._open()
+        if 0 < self.max_bytes <= self._size:
+            self._roll()
 
     def record_rows(self, db: str, reason: str, rows: list[tuple]) -> None:
         """A line per deleted row, from a batch's (rowid, key, function, inline bytes,
@@ -1022,10 +1094,8 @@ class AuditLog:
             )
             self._fh.write(text)
             self._size += len(text)
-            if self._size >= self.max_bytes:
-                self._fh.close()
-                os.replace(self.path, self.path.with_name(self.NAME + ".1"))
-                self._open()
+            if 0 < self.max_bytes <= self._size:
+                self._roll()
 
     def flush(self) -> None:
         if self._fh is not None:
@@ -1335,6 +1405,24 @@ def _mark_referenced(
                 state[i] |= _REFERENCED
 
 
+def _mark_shared(
+    sharers: tuple[str, ...], files: PlannedFiles, state: bytearray, timeout: float
+) -> None:
+    """Flag the planned files a DB sharing the blob dir names now; all of them if one
+    of those DBs cannot be read (then no file is unlinked)."""
+    for sharer in sharers:
+        try:
+            named = _locations_of(sharer, timeout)
+        except BeautySpotError:
+            for i in range(len(state)):
+                state[i] |= _REFERENCED
+            return
+        for norm in named:
+            i = files.find(norm)
+            if i >= 0:
+                state[i] |= _REFERENCED
+
+
 @dataclass
 class _RunContext:
     groups: dict
@@ -1464,6 +1552,7 @@ def _execute_db(dbp: DBPlan, ctx: _RunContext, timeout: float) -> None:
             _make_durable(conn)
             # Just before unlinking: which of these files does a row (still, or newly) name?
             _mark_referenced(conn, schema, files, state)
+            _mark_shared(dbp.sharers, files, state, timeout)
         storage = LocalStorage(dbp.blob_dir)
         base = str(storage.base_dir) + os.sep
         suffix = len(BLOB_SUFFIX)

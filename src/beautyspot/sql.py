@@ -23,7 +23,7 @@ import sqlite3
 from collections import namedtuple
 
 from .readonly import next_prefix, prefix_params, prefix_range_sql  # noqa: F401
-from .timeutil import MAX_TS_LENGTH, from_instant, julian_day, parse_instant
+from .timeutil import MAX_TS_LENGTH, MIN_JULIAN_DAY, from_instant, julian_day, parse_instant
 
 TASK_COLUMNS = (
     "cache_key",
@@ -198,7 +198,8 @@ def ts_shape_sql(col: str) -> str:
     once per row of a million-row scan):
 
     * ``+col BETWEEN '0001' AND '9999:'``: text (numbers sort below text, blobs above),
-      no sign or leading space, year 0000 excluded.  The unary ``+`` drops the column's
+      no sign or leading space, year 0000 excluded (and, from the first day of year 1,
+      instants before it: ``0001-01-01 00:00+14:00``).  The unary ``+`` drops the column's
       NUMERIC affinity, so this compares strings;
     * ``substr(col, 11, 4)`` is ``' HH:'`` or ``'THH:'`` with HH 00-23: exactly one
       separator (julianday skips any run of spaces and ``T``), hour 24 excluded, and no
@@ -215,6 +216,7 @@ def ts_shape_sql(col: str) -> str:
     year = f"substr({col}, 1, 4)"
     return (
         f"(+{col} BETWEEN '0001' AND '9999:'"
+        f" AND (+{col} >= '0001-01-02' OR julianday({col}) >= {MIN_JULIAN_DAY})"
         f" AND (substr({col}, 11, 4) BETWEEN ' 00:' AND ' 23:'"
         f" OR substr({col}, 11, 4) BETWEEN 'T00:' AND 'T23:')"
         f" AND substr({col}, 17, 1) = ':'"

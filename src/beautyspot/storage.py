@@ -79,7 +79,7 @@ class LocalStorage:
     # ------------------------------------------------------------------ confinement
 
     @staticmethod
-    def _check_syntax(location: str) -> None:
+    def check_syntax(location: str) -> None:
         """Refuse locations that are unsafe whatever the disk holds.
 
         ``\\`` is treated as a separator here even on POSIX: a DB written on Windows may say
@@ -119,7 +119,7 @@ class LocalStorage:
 
     def _confine(self, location: str) -> tuple[Path, str]:
         """Return (path of the directory entry, its real path) or raise UnsafePathError."""
-        self._check_syntax(location)
+        self.check_syntax(location)
         path = self.base_dir / location
         real = os.path.realpath(path)
         if not self._is_inside(real, self._real_base()):
@@ -175,7 +175,7 @@ class LocalStorage:
             if bad in key:
                 raise UnsafePathError(f"blob key contains {bad!r}: {_quote(key)}")
         location = key + BLOB_SUFFIX
-        self._check_syntax(location)  # also refuses drive-letter-like keys such as "C:x"
+        self.check_syntax(location)  # also refuses drive-letter-like keys such as "C:x"
 
         self._ensure_base_dir()
         target = self.base_dir / location

@@ -44,6 +44,10 @@ MAX_TS_LENGTH = 64
 _MAX_INSTANT = (dt.date(9999, 12, 31).toordinal() - dt.date(1970, 1, 1).toordinal() + 1) * (
     86_400 * 1_000_000
 ) - 500
+# The first instant, 0001-01-01 00:00 UTC: earlier ones ('0001-01-01 00:00+14:00') are
+# unparsable too; Python's datetime cannot hold them, so they could not be shown.
+_MIN_INSTANT = (dt.date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86_400 * 1_000_000
+MIN_JULIAN_DAY = 1721425.5  # julianday('0001-01-01 00:00:00')
 
 
 def parse_instant(value: object) -> int | None:
@@ -75,7 +79,7 @@ def parse_instant(value: object) -> int | None:
     micros = int(frac[:6].ljust(6, "0")) if frac else 0
     seconds = hour * 3600 + minute * 60 + second - offset_s
     instant = (ordinal - _EPOCH_ORDINAL) * _US_PER_DAY + seconds * _US_PER_SECOND + micros
-    return None if instant >= _MAX_INSTANT else instant
+    return instant if _MIN_INSTANT <= instant < _MAX_INSTANT else None
 
 
 def to_instant(moment: dt.datetime) -> int:
@@ -100,6 +104,13 @@ def parse_datetime(value: object) -> dt.datetime | None:
         return from_instant(instant)
     except OverflowError:
         return None
+
+
+def utc_text(moment: dt.datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in UTC, the year always four digits (strftime's ``%Y``
+    prints year 1 as ``1`` on Linux)."""
+    moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S}"
 
 
 def format_ts(moment: dt.datetime) -> str:

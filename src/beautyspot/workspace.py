@@ -22,10 +22,14 @@ from .readonly import DB_SUFFIXES, is_db_name
 # Named tuples, not dataclasses: see the note above sql.Schema.
 
 
-class DBEntry(namedtuple("DBEntry", "name path blob_dir legacy_layout", defaults=(False,))):
+class DBEntry(
+    namedtuple("DBEntry", "name path blob_dir legacy_layout sharers", defaults=(False, ()))
+):
     """One task DB: ``name`` (str), ``path`` (Path) and ``blob_dir`` (Path, may not
     exist), where its blobs live; ``legacy_layout``: ``<name>/blobs/`` rather than
-    ``blobs/<name>/``."""
+    ``blobs/<name>/``.  ``sharers`` (tuple of Path): the other task DBs of the same name
+    (``t.db`` and ``t.sqlite``), which use the same blob dir: a blob one of them names
+    is never an orphan of another."""
 
     __slots__ = ()
 
@@ -93,7 +97,19 @@ def discover(root: str | os.PathLike, db: str | os.PathLike | None = None) -> Wo
             name = entry.name.rsplit(".", 1)[0]
             dbs.append(DBEntry(name, Path(entry.path), root / "blobs" / name))
             names.add(name)
-    return Workspace(root, tuple(dbs), tuple(_zombies(root, names)))
+    return Workspace(root, tuple(_with_sharers(dbs)), tuple(_zombies(root, names)))
+
+
+def _with_sharers(dbs: list[DBEntry]) -> list[DBEntry]:
+    by_name: dict[str, list[Path]] = {}
+    for entry in dbs:
+        by_name.setdefault(entry.name, []).append(entry.path)
+    return [
+        e._replace(sharers=tuple(p for p in by_name[e.name] if p != e.path))
+        if len(by_name[e.name]) > 1
+        else e
+        for e in dbs
+    ]
 
 
 def _zombies(root: Path, names: set[str]) -> list[ZombieDir]:
@@ -135,7 +151,12 @@ def _single(root: Path, db: Path) -> DBEntry:
         raise UsageError(f"--db {db} is not a regular file")
     name = candidate.name.rsplit(".", 1)[0] if candidate.suffix else candidate.name
     blob_dir, legacy = blob_dir_for(candidate.parent, name)
-    return DBEntry(name, candidate, blob_dir, legacy)
+    sharers = tuple(
+        sibling
+        for sibling in (candidate.parent / f"{name}{suffix}" for suffix in DB_SUFFIXES)
+        if sibling.name != candidate.name and sibling.is_file()
+    )
+    return DBEntry(name, candidate, blob_dir, legacy, sharers)
 
 
 def db_size(path: Path) -> int:

@@ -12,7 +12,7 @@ import os
 import sys
 
 from ..errors import BeautySpotError, UsageError
-from ..timeutil import UTC, now_utc, parse_datetime
+from ..timeutil import now_utc, parse_datetime, utc_text
 from .render import Output, safe_text
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -35,7 +35,7 @@ def display_ts(value: object) -> str:
     moment = parse_datetime(value)
     if moment is None:
         return "" if value is None else f"{safe_text(value)} (unparsable)"
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return utc_text(moment)
 
 
 def exit_code_for(exc: BaseException, err: Output) -> int:
