@@ -374,7 +374,8 @@ def _plan_db(
             tally: dict[str, list] = {}
             first: list[tuple[float, str, str, str]] = []
             for key, function, inline, jd, location, updated in reader.iter_matching(rp.rfilter):
-                function = function or ""
+                if type(function) is not str:
+                    function = _function_name(function)
                 t = tally.get(function)
                 if t is None:
                     t = tally[function] = [0, 0, None]
@@ -477,6 +478,16 @@ def _plan_db(
         tuple(warnings),
         tuple(str(p) for p in entry.sharers),
     )
+
+
+def _function_name(value: object) -> str:
+    """A row's function as text: a BLOB (or number) in func_identifier/func_name must
+    not stop the run (groups are sorted by it) nor differ between plan and result."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
 
 
 def _locations_of(path: Path | str, timeout: float) -> set[str]:
@@ -1275,6 +1286,8 @@ def _account_rows(
     suffix = len(BLOB_SUFFIX)
     per_function: dict[object, list[int]] = {}  # one Group update per function
     for _rowid, key, function, size, location in rows:
+        if type(function) is not str:
+            function = _function_name(function)
         acc = per_function.get(function)
         if acc is None:
             acc = per_function[function] = [0, 0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,95 @@ def test_instants_before_year_one_are_unparsable_everywhere(tmp_path: Path) -> N
     _ok(run(["-w", ws, "gc"]))
     _ok(run(["-w", ws, "prune", "--older-than", "30d", "--yes"]))
     assert set(relkit.db_rows(ws / "t.db")) == {"old", "exp"}  # year1 was old: pruned
+
+
+# --------------------------------------------------------------------------- rows, keys
+
+
+def test_a_blob_typed_function_does_not_stop_the_workspace(tmp_path: Path) -> None:
+    """One row with a BLOB func_identifier crashed gc, prune and clear for every DB."""
+    ws = _upstream_copy(tmp_path)
+    past = ts(NOW.replace(day=1))
+    row = inline_row("k1", "m.f", b"\x01", past, past)
+    create_db(
+        ws / "other.db",
+        [(*row[:2], b"m.f", *row[3:]), inline_row("k2", "m.g", b"\x01", past, past)],
+    )
+    r = run(["-w", ws, "gc"])
+    _ok(r)
+    assert "m.f" in r.stdout and "m.g" in r.stdout
+    assert relkit.db_rows(ws / "other.db") == {}
+    assert len(relkit.db_rows(ws / "llm.db")) == 45  # its 15 expired rows went too
+
+
+def _bash(script: str, ws: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-c", script, "_", relkit.BS, str(ws)],
+        capture_output=True,
+        text=True,
+        env=relkit.cli_env(),
+        timeout=120,
+    )
+
+
+def test_ls_q_into_rm_deletes_exactly_the_listed_keys(tmp_path: Path) -> None:
+    """`rm -` took `abc ` for `abc` (it stripped each line) and deleted the live task;
+    `ls -q` printed keys with control characters escaped, i.e. as other keys' text."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    old = ts(NOW.replace(year=2020))
+    create_db(
+        ws / "t.db",
+        [
+            inline_row("abc ", "m.old_fn", b"\x01", None, old),
+            inline_row(" abc", "m.old_fn", b"\x01", None, old),
+            inline_row("a\x1bb", "m.old_fn", b"\x01", None, old),
+            inline_row("a\\x1bb", "m.live_fn", b"\x01", None, LIVE_UPD),  # the escaped text
+            inline_row("abc", "m.live_fn", b"\x01", None, LIVE_UPD),
+        ],
+    )
+    listed = _bash('"$1" -w "$2" ls t --func m.old_fn -q', ws)
+    assert listed.returncode == 0 and sorted(listed.stdout.split("\n")) == ["", " abc", "abc "]
+    assert "1 keys not printed" in listed.stderr
+    piped = _bash('"$1" -w "$2" ls t --func m.old_fn -q | "$1" -w "$2" rm - --yes', ws)
+    assert piped.returncode == 0, piped.stderr
+    assert set(relkit.db_rows(ws / "t.db")) == {"a\x1bb", "a\\x1bb", "abc"}
+
+
+def test_rm_fails_when_a_db_could_not_be_searched(tmp_path: Path) -> None:
+    ws = _upstream_copy(tmp_path)
+    (ws / "corrupt.db").write_bytes(b"x" * 5000)
+    key = sorted(relkit.db_rows(ws / "llm.db"))[0]
+    r = run(["-w", ws, "rm", key, "--yes"])
+    _ok(r, 1)
+    assert r.error_lines[-1].startswith("beautyspot: error: skipped corrupt:")
+    assert key not in relkit.db_rows(ws / "llm.db")  # found elsewhere: still deleted
+
+
+# --------------------------------------------------------------------------- streams, options
+
+
+def test_closed_standard_streams(tmp_path: Path) -> None:
+    ws = _upstream_copy(tmp_path)
+    before = relkit.inspect(ws / "llm.db", ws / "blobs" / "llm")
+    for script, code, message in [
+        ('"$1" -w "$2" prune --older-than 1d <&-', 2, "refusing to prune without --yes"),
+        ('"$1" -w "$2" clear <&-', 2, "refusing to clear without --yes"),
+        ('"$1" -w "$2" rm - --yes <&-', 2, "no keys given"),
+        ('"$1" -w "$2" gc >&-', 1, "standard output is closed"),
+        ('"$1" -w "$2" ls >&-', 1, "standard output is closed"),
+    ]:
+        r = _bash(script, ws)
+        assert r.returncode == code and "Traceback" not in r.stderr, (script, r.stderr)
+        assert r.stderr.splitlines() == [f"beautyspot: error: {message}"] or message in r.stderr
+    assert relkit.inspect(ws / "llm.db", ws / "blobs" / "llm") == before
+    # Closed stderr: the run still works; only its messages are lost.
+    r = _bash('"$1" -w "$2" gc 2>&-', ws)
+    assert r.returncode == 0 and "deleted 15 tasks" in r.stdout
+
+
+def test_verify_fix_takes_yes_like_gc(tmp_path: Path) -> None:
+    ws = _upstream_copy(tmp_path)
+    r = run(["-w", ws, "verify", "--fix", "--yes", "--dry-run"])
+    assert r.returncode in (0, 1) and not r.traceback, r.describe()
+    assert "No such option" not in r.stderr

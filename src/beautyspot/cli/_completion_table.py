@@ -806,6 +806,17 @@ COMMANDS = {
                 "case_sensitive": True,
             },
             {
+                "name": "yes",
+                "opts": ("--yes", "-y"),
+                "nargs": 0,
+                "multiple": False,
+                "hidden": False,
+                "help": "Do not ask for confirmation.",
+                "complete": None,
+                "choices": None,
+                "case_sensitive": True,
+            },
+            {
                 "name": "workspace",
                 "opts": ("--workspace", "-w"),
                 "nargs": 1,

@@ -10,6 +10,7 @@ ambiguous key).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
 from dataclasses import asdict
@@ -35,7 +36,7 @@ from .common import (
     exit_code_for,
     now_from_env,
 )
-from .render import Output, format_bytes, safe_text
+from .render import Output, _isatty, format_bytes, safe_text
 from .show import DEFAULT_WORKSPACE, show_task
 
 app = typer.Typer(
@@ -225,8 +226,21 @@ def ls_cmd(
         out.json({"db": entry.name, "path": str(entry.path), "keys": [r.cache_key for r in rows]})
         return
     if quiet:
+        # For pipes (`| beautyspot rm -`): a key is printed as it is, or not at all.  One
+        # with control characters or bytes that are not UTF-8 would print escaped, and
+        # its escaped text may be another task's key.
+        hidden = 0
         for r in rows:
-            out.line(safe_text(r.cache_key))
+            key = r.cache_key
+            if type(key) is str and key and "\n" not in key and safe_text(key) == key:
+                out.line(key)
+            else:
+                hidden += 1
+        if hidden:
+            out.warn(
+                f"{hidden} keys not printed: they cannot be written one per line as they"
+                " are (control characters, invalid UTF-8, empty); --json lists them"
+            )
         return
     if out.json_mode:
         out.json(
@@ -476,7 +490,7 @@ def _confirm_or_refuse(out: Output, yes: bool, dry_run: bool, what: str) -> None
     """Off a terminal, destructive commands need --yes (checked before any work)."""
     if yes or dry_run:
         return
-    if not sys.stdin.isatty():
+    if not _isatty(sys.stdin):
         raise UsageError(
             f"refusing to {what} without --yes: stdin is not a terminal (nothing deleted)"
         )
@@ -637,7 +651,13 @@ def rm_cmd(
     wanted: list[str] = []
     for arg in keys:
         if arg == "-":
-            wanted += [line.strip() for line in sys.stdin if line.strip()]
+            # Only the line ending goes: a key may begin or end with spaces (` abc` and
+            # `abc` are two tasks), and what `ls -q` prints is each key as it is.
+            for line in sys.stdin:
+                key = line[:-1] if line.endswith("\n") else line
+                key = key[:-1] if key.endswith("\r") else key
+                if key:
+                    wanted.append(key)
         else:
             wanted.append(arg)
     if not wanted:
@@ -660,9 +680,10 @@ def rm_cmd(
             for d, k in exc.candidates[:20]:
                 out.line(f"  {safe_text(k)}  ({safe_text(d)})")
         raise typer.Exit(EXIT_USAGE) from None
-    for f in failures:
-        out.error(f"skipped {f.db}: {f.message}")
     plan = mt.plan_rm(ws, now, by_db, timeout=STATE.timeout)
+    # A DB that could not be searched fails the run (exit 1), as for gc: the keys found
+    # elsewhere are still deleted.
+    plan = dataclasses.replace(plan, failures=(*failures, *plan.failures))
     _ask_then_run(plan, ws, out, dry_run, yes, audit=not no_audit_log)
 
 
@@ -682,6 +703,7 @@ def verify_cmd(
     ] = "1h",
     dry_run: DryRunOpt = False,
     no_audit_log: NoAuditOpt = False,
+    yes: YesOpt = False,  # accepted, as by gc: --fix never prompts
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
     json: JsonOpt = False,
