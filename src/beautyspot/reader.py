@@ -173,6 +173,17 @@ class TaskReader:
         except sqlite3.Error as exc:
             raise describe_sqlite_error(self.path, exc) from None
 
+    def iter_for_copy(self) -> Iterator[tuple]:
+        """Every row in save() argument order plus updated_at (11 values; a column an
+        old DB lacks reads as NULL), by cache_key: for ``beautyspot migrate``."""
+        c = self.schema.col
+        return self._stream(
+            f"SELECT cache_key, {c('func_name')}, {c('func_identifier')}, {c('input_id')},"
+            f" {c('version')}, {c('result_type')}, {c('content_type')}, {c('result_value')},"
+            f" {c('result_data')}, {c('expires_at')}, {c('updated_at')}"
+            " FROM tasks ORDER BY cache_key"
+        )
+
     def iter_matching(self, rfilter: q.RowFilter) -> Iterator[tuple]:
         """(cache_key, function, inline bytes, julianday of updated_at or None,
         result_value, updated_at) of every matching row, streamed: one scan."""
