@@ -27,7 +27,7 @@ import re
 import stat
 import time
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from beautyspot.errors import StorageError, UnsafePathError
@@ -298,6 +298,17 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot delete blob {_quote(location)}: {exc.strerror}") from exc
         return True
+
+    def delete_many(self, locations: Iterable[str]) -> int:
+        """Delete many blobs (as :meth:`delete` each); return how many existed and went.
+
+        Every location is checked first, so one unsafe location deletes nothing; a
+        location given twice counts once.  (S3Storage has the same method, batched.)
+        """
+        unique = list(dict.fromkeys(locations))
+        for location in unique:
+            self._confine(location)
+        return sum(1 for location in unique if self.delete(location))
 
     # ------------------------------------------------------------------ listing
 
