@@ -14,7 +14,7 @@ from .errors import BeautySpotError, DBError
 from .reader import TaskReader
 from .storage import LocalStorage
 from .timeutil import parse_instant, to_instant
-from .workspace import DBEntry, Workspace
+from .workspace import DBEntry, Workspace, is_remote
 
 # Named tuples, not dataclasses: see the note above sql.Schema.
 
@@ -48,6 +48,15 @@ def find_tasks(
     exact, prefixed, failures = [], [], []
     for entry in ws.dbs:
         try:
+            if is_remote(entry):
+                from .remote import find_in
+
+                found, keys = find_in(entry, key, limit, timeout)
+                if found:
+                    exact.append((entry, key))
+                else:
+                    prefixed.extend((entry, k) for k in keys)
+                continue
             with TaskReader(entry.path, timeout) as reader:
                 if reader.get_row(key) is not None:
                     exact.append((entry, key))
@@ -60,6 +69,10 @@ def find_tasks(
 
 def load_detail(entry: DBEntry, key: str, now: dt.datetime, timeout: float = 5.0) -> TaskDetail:
     """Everything ``show`` prints about one task; reads the payload (inline or blob)."""
+    if is_remote(entry):
+        from .remote import load_detail as load_remote
+
+        return load_remote(entry, key, now, timeout)
     with TaskReader(entry.path, timeout) as reader:
         row = reader.get_row(key)
         if row is None:

@@ -45,7 +45,7 @@ from .lookup import DBFailure, TaskDetail, find_tasks, load_detail  # noqa: F401
 from .readonly import file_uri
 from .storage import BLOB_SUFFIX, LocalStorage
 from .timeutil import from_instant, parse_instant, to_instant, utc_text
-from .workspace import DBEntry, Workspace, ZombieDir
+from .workspace import DBEntry, Workspace, ZombieDir, is_remote
 
 EXPIRED = "expired"
 OLDER = "older than cutoff"
@@ -180,6 +180,9 @@ class RowPass:
     reason: str
     rfilter: q.RowFilter
     only_dangling: bool = False
+    # A server DB's plan (beautyspot.remote): rows last written after this instant (µs),
+    # the plan's `now`, are not the plan's.  (A SQLite plan bounds rowids instead.)
+    written_before: int | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,12 @@ def _plan_db(
     orphans: bool,
     timeout: float,
 ) -> DBPlan:
+    if is_remote(entry):
+        from . import remote
+
+        return remote.plan_db(
+            entry, passes, now=now, grace_seconds=grace_seconds, orphans=orphans, timeout=timeout
+        )
     storage = LocalStorage(entry.blob_dir)
     warnings: list[str] = []
     groups: dict[tuple[str, str], Group] = {}
@@ -588,6 +597,8 @@ def plan_gc(
     bounds: dict[str, tuple[float, int]] = {}
     warnings: tuple[str, ...] = ()
     if budget is not None and (budget.max_bytes is not None or budget.max_entries is not None):
+        if any(is_remote(e) for e in ws.dbs):
+            raise UsageError("--max-size/--max-entries are not supported on a PostgreSQL task DB")
         bounds, warnings = _budget_bounds(ws, budget, now_i, timeout)
 
     def passes_for(entry: DBEntry) -> list[RowPass]:
@@ -806,6 +817,8 @@ def verify(
     dangling: dict[str, tuple[str, ...]] = {}
     failures: list[DBFailure] = []
     limit_ns = int((now.timestamp() - grace.total_seconds()) * 1e9)
+    if any(is_remote(e) for e in ws.dbs):
+        raise UsageError("verify is not supported on a PostgreSQL task DB")
     for entry in ws.dbs:
         storage = LocalStorage(entry.blob_dir)
         try:
@@ -1661,9 +1674,18 @@ def execute(
         # Nothing readable to act on (e.g. --db named a file that is not a task DB):
         # take no lock and open no log, so nothing is created beside that file.
         return Result(plan.command, (), (), tuple(failures), 0)  # no DB: no groups either
+    server = any(is_remote(entry) for entry in ws.dbs)
+    if server:
+        from . import remote
+
+        # One run per database across machines (an advisory lock); no audit file: a
+        # server DB has no workspace directory to keep it in.
+        lock = remote.run_lock(plan, lock_wait, timeout)
+    else:
+        lock = WorkspaceLock(ws.lock_path, lock_wait)
     with (
-        WorkspaceLock(ws.lock_path, lock_wait),
-        AuditLog(ws.root, plan.command, plan.now, enabled=audit) as log,
+        lock,
+        AuditLog(ws.root, plan.command, plan.now, enabled=audit and not server) as log,
     ):
         ctx = _RunContext(
             groups,
@@ -1678,7 +1700,10 @@ def execute(
         )
         for dbp in plan.dbs:
             try:
-                _execute_db(dbp, ctx, timeout)
+                if server:
+                    remote.execute_db(dbp, ctx, timeout)
+                else:
+                    _execute_db(dbp, ctx, timeout)
             except (sqlite3.Error, BeautySpotError) as exc:
                 err = (
                     describe_sqlite_error(dbp.path, exc) if isinstance(exc, sqlite3.Error) else exc
@@ -1688,7 +1713,7 @@ def execute(
             except OSError as exc:
                 failures.append(DBFailure(dbp.name, dbp.path, f"I/O error: {exc.strerror or exc}"))
                 continue
-            if plan.command in ("gc", "verify --fix"):
+            if plan.command in ("gc", "verify --fix") and not server:
                 dirs_removed += LocalStorage(dbp.blob_dir).prune_empty_dirs()
         for zp in plan.zombies:
             try:
@@ -1767,5 +1792,9 @@ def iter_tasks(
     timeout: float = 5.0,
 ) -> list[q.TaskRow]:
     """The tasks of one DB for ``ls DB``, newest first."""
+    if is_remote(entry):
+        from . import remote
+
+        return remote.list_tasks(entry, rfilter, limit, timeout)
     with TaskReader(entry.path, timeout) as reader:
         return reader.list_tasks(rfilter, limit)

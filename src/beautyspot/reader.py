@@ -173,6 +173,11 @@ class TaskReader:
         except sqlite3.Error as exc:
             raise describe_sqlite_error(self.path, exc) from None
 
+    def has_file_rows(self) -> bool:
+        """Whether any row keeps its result in a blob file."""
+        col = self.schema.col("result_type")
+        return bool(self._run(f"SELECT 1 FROM tasks WHERE {col} = 'FILE' LIMIT 1"))
+
     def iter_for_copy(self) -> Iterator[tuple]:
         """Every row in save() argument order plus updated_at (11 values; a column an
         old DB lacks reads as NULL), by cache_key: for ``beautyspot migrate``."""

@@ -51,6 +51,20 @@ class Workspace(namedtuple("Workspace", "root dbs zombies single_db", defaults=(
         return self.root / ".beautyspot.lock"
 
 
+def is_server_url(text: object) -> bool:
+    """``postgresql://`` or ``postgres://`` (any case, as libpq takes them): a task DB on a
+    server, not a file (:mod:`beautyspot.remote`)."""
+    return isinstance(text, str) and text.strip().lower().startswith(
+        ("postgresql://", "postgres://")
+    )
+
+
+def is_remote(entry: DBEntry) -> bool:
+    """Whether *entry* is a server DB: its ``path`` is then the URL (a str), its
+    ``blob_dir`` the blob store (``s3://…``, a directory, or "" for none)."""
+    return isinstance(entry.path, str) and is_server_url(entry.path)
+
+
 def blob_dir_for(root: Path, name: str) -> tuple[Path, bool]:
     """The blob directory of DB *name*: ``blobs/<name>/``, else legacy ``<name>/blobs/``."""
     modern = root / "blobs" / name
@@ -64,12 +78,23 @@ def _is_db_file(entry: os.DirEntry) -> bool:
     return is_db_name(entry.name)
 
 
-def discover(root: str | os.PathLike, db: str | os.PathLike | None = None) -> Workspace:
-    """Find the DBs of workspace *root*, or just *db* (a path, or a DB name in *root*).
+def discover(
+    root: str | os.PathLike,
+    db: str | os.PathLike | None = None,
+    blobs: str | None = None,
+) -> Workspace:
+    """Find the DBs of workspace *root*, or just *db* (a path, or a DB name in *root*;
+    or a ``postgresql://`` URL, whose blob files are in *blobs*).
 
     Raises UsageError for a missing workspace or DB: a mistyped path must never be
     mistaken for an empty cache.
     """
+    if is_server_url(db):
+        from .remote import server_workspace
+
+        return server_workspace(str(db).strip(), blobs)
+    if blobs:
+        raise UsageError("--blobs goes with a postgresql:// --db (a workspace has its blob dirs)")
     root = Path(root)
     if db is not None:
         entry = _single(root, Path(db))

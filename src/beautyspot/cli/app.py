@@ -35,6 +35,7 @@ from .common import (
     display_ts,
     exit_code_for,
     now_from_env,
+    resolve_db,
 )
 from .render import Output, _isatty, format_bytes, safe_text
 from .show import DEFAULT_WORKSPACE, show_task
@@ -55,6 +56,7 @@ class State:
 
     workspace: Path = DEFAULT_WORKSPACE
     db: str | None = None
+    blobs: str | None = None
     json: bool = False
     timeout: float = 30.0
 
@@ -105,6 +107,23 @@ DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", "-n", help="Show what would be deleted; delete nothing.")
 ]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+BlobsRootOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--blobs",
+        metavar="s3://BUCKET/PREFIX|DIR",
+        help="Blob store of a postgresql:// --db (S3, or a directory the workers share)"
+        " [default: $BEAUTYSPOT_BLOBS].",
+    ),
+]
+BlobsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--blobs",
+        metavar="s3://BUCKET/PREFIX|DIR",
+        help="Blob store of a postgresql:// --db [default: $BEAUTYSPOT_BLOBS].",
+    ),
+]
 FuncOpt = Annotated[
     str | None,
     typer.Option("--func", "-f", help="Only tasks of this function (short or qualified name)."),
@@ -129,7 +148,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     workspace: WorkspaceRootOpt = None,
-    db: DbOpt = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Act on this one task DB (a path, a DB name in the workspace, or a"
+            " postgresql:// URL) [default: $BEAUTYSPOT_DB].",
+        ),
+    ] = None,
+    blobs: BlobsRootOpt = None,
     json: JsonOpt = False,
     timeout: Annotated[
         float,
@@ -153,20 +180,24 @@ def main_options(
     # Reset every field: run() may be called more than once in one process.
     STATE.workspace = workspace if workspace is not None else DEFAULT_WORKSPACE
     STATE.db = db
+    STATE.blobs = blobs
     STATE.json = json
     STATE.timeout = timeout
 
 
 def _setup(
-    workspace: Path | None, db: str | None, json: bool
+    workspace: Path | None, db: str | None, json: bool, blobs: str | None = None
 ) -> tuple[Workspace, Output, dt.datetime]:
     if workspace is not None:
         STATE.workspace = workspace
     if db is not None:
         STATE.db = db
+    if blobs is not None:
+        STATE.blobs = blobs
     STATE.json = STATE.json or json
     out = Output(json_mode=STATE.json)
-    ws = discover(STATE.workspace, STATE.db)
+    STATE.db, STATE.blobs = resolve_db(STATE.db, STATE.blobs)
+    ws = discover(STATE.workspace, STATE.db, STATE.blobs)
     return ws, out, now_from_env()
 
 
@@ -202,10 +233,11 @@ def ls_cmd(
     ] = False,
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
+    blobs: BlobsOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """List the workspace's DBs, or the tasks of one DB (with filters)."""
-    ws, out, now = _setup(workspace, db_arg or db, json)
+    ws, out, now = _setup(workspace, db_arg or db, json, blobs)
     if not ws.single_db:
         if func or expired or older_than or quiet:
             raise UsageError("--func, --expired, --older-than and -q need a DB (ls DB or --db)")
@@ -344,6 +376,7 @@ def show_cmd(
     ] = False,
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
+    blobs: BlobsOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Show one task: metadata, expiry, blob file and a decoded preview."""
@@ -351,10 +384,13 @@ def show_cmd(
         STATE.workspace = workspace
     if db is not None:
         STATE.db = db
+    if blobs is not None:
+        STATE.blobs = blobs
     code = show_task(
         key,
         workspace=STATE.workspace,
         db=STATE.db,
+        blobs=STATE.blobs,
         json=STATE.json or json,
         raw=raw,
         timeout=STATE.timeout,
@@ -557,6 +593,7 @@ def gc_cmd(
     yes: YesOpt = False,
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
+    blobs: BlobsOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Delete expired tasks, orphan blobs, stale temp files and zombie dirs. Never prompts.
@@ -572,7 +609,7 @@ def gc_cmd(
         )
     elif per_db:
         raise UsageError("--per-db goes with --max-size or --max-entries")
-    ws, out, now = _setup(workspace, db, json)
+    ws, out, now = _setup(workspace, db, json, blobs)
     plan = mt.plan_gc(
         ws,
         now,
@@ -599,11 +636,12 @@ def prune_cmd(
     no_audit_log: NoAuditOpt = False,
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
+    blobs: BlobsOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Delete tasks last updated before a cutoff, and their blob files."""
     parse_cutoff(older_than, now_from_env())  # a bad --older-than is reported before anything else
-    ws, out, now = _setup(workspace, db, json)
+    ws, out, now = _setup(workspace, db, json, blobs)
     cutoff = parse_cutoff(older_than, now)  # from the one `now` the plan uses
     _confirm_or_refuse(out, yes, dry_run, "prune")
     plan = mt.plan_prune(ws, now, cutoff, func, timeout=STATE.timeout)
@@ -618,10 +656,11 @@ def clear_cmd(
     no_audit_log: NoAuditOpt = False,
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
+    blobs: BlobsOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Delete all tasks (or all of one function) and their blob files."""
-    ws, out, now = _setup(workspace, db, json)
+    ws, out, now = _setup(workspace, db, json, blobs)
     _confirm_or_refuse(out, yes, dry_run, "clear")
     plan = mt.plan_clear(ws, now, func, timeout=STATE.timeout)
     _ask_then_run(plan, ws, out, dry_run, yes, audit=not no_audit_log)
@@ -641,6 +680,7 @@ def rm_cmd(
     no_audit_log: NoAuditOpt = False,
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
+    blobs: BlobsOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Delete specific tasks (by key or unique prefix) and their blob files.
@@ -662,7 +702,7 @@ def rm_cmd(
             wanted.append(arg)
     if not wanted:
         raise UsageError("no keys given")
-    ws, out, now = _setup(workspace, db, json)
+    ws, out, now = _setup(workspace, db, json, blobs)
     _confirm_or_refuse(out, yes, dry_run, "rm")
     try:
         by_db, failures = mt.resolve_keys(ws, wanted, STATE.timeout)
@@ -740,6 +780,145 @@ def verify_cmd(
         out.line("all checks passed" if report.ok else f"{bad} checks found problems")
     _report_failures(out, report.failures)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILURE)
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+def _blob_store(target: str, source_dir: Path):
+    """``s3://bucket/prefix`` or a directory shared by the workers (not the source's)."""
+    if target.startswith("s3://"):
+        from ..s3storage import S3Storage
+
+        return S3Storage.from_url(target)
+    from ..storage import LocalStorage
+
+    store = LocalStorage(target)
+    if store.base_dir == LocalStorage(source_dir).base_dir:
+        raise UsageError(f"--blobs {target} is the source's own blob directory")
+    return store
+
+
+@app.command("migrate")
+def migrate_cmd(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from", metavar="DB", help="The SQLite task DB to copy (a path, or a DB name)."
+        ),
+    ],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="URL",
+            envvar="BEAUTYSPOT_DB",
+            show_envvar=True,
+            help="The target task DB: postgresql://...",
+        ),
+    ] = None,
+    blobs: Annotated[
+        str | None,
+        typer.Option(
+            "--blobs",
+            metavar="s3://BUCKET/PREFIX|DIR",
+            help="Where the blob files go (needed when the source has FILE rows).",
+        ),
+    ] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, max=100_000, help="Rows per target transaction.")
+    ] = 1000,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Count what would be copied; copy nothing.")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Copy a SQLite task DB and its blobs to PostgreSQL (and S3). Resumable, verified.
+
+    The source is only read. Rows the target already has with the same or a later
+    updated_at are kept; the rest are copied with their own updated_at, blobs before
+    their rows. Afterwards every copied row and blob is checked; exit 1 when one is
+    missing or a row could not be copied (it is listed).
+    """
+    from .. import migrate as mg
+    from ..backends import is_server_url, open_task_db
+
+    if not to:
+        raise UsageError("--to is required (or set BEAUTYSPOT_DB): a postgresql:// URL")
+    if not is_server_url(to):
+        raise UsageError(f"--to must be a postgresql:// URL, not {safe_text(to)}")
+    if is_server_url(source):
+        raise UsageError("--from is the SQLite task DB to copy, not a server URL")
+    if workspace is not None:
+        STATE.workspace = workspace
+    STATE.json = STATE.json or json
+    out = Output(json_mode=STATE.json)
+    entry = discover(STATE.workspace, source).dbs[0]
+    store = _blob_store(blobs, entry.blob_dir) if blobs else None
+    target = open_task_db(to, timeout=STATE.timeout)
+    try:
+        with out.progress(None, f"copying {entry.name}") as bar:
+            report = mg.migrate(
+                entry,
+                target,
+                store,
+                target_name=_redacted(to),
+                store_name=blobs,
+                dry_run=dry_run,
+                batch=batch,
+                timeout=STATE.timeout,
+                progress=bar.advance,
+            )
+    finally:
+        target.shutdown()
+    if out.json_mode:
+        doc = report._asdict()
+        doc["skipped_rows"] = [{"cache_key": k, "reason": r} for k, r in report.skipped_rows]
+        doc["expected"], doc["ok"] = report.expected, report.ok
+        out.json(doc)
+    else:
+        verb = "would copy" if dry_run else "copied"
+        out.kv(
+            [
+                ("source", report.source),
+                ("target", report.target),
+                ("blobs", report.blobs or "-"),
+                ("rows in source", report.rows),
+                (f"rows {verb}", report.copied),
+                ("rows already there", report.present),
+                ("dangling rows (blob missing, not copied)", report.dangling),
+                (f"blobs {verb}", report.blobs_copied),
+                ("blobs already there", report.blobs_present),
+                ("rows that cannot be copied", report.skipped),
+            ]
+        )
+        for key, reason in report.skipped_rows:
+            out.warn(f"not copied: {safe_text(key)}: {reason}")
+        if report.skipped > len(report.skipped_rows):
+            out.warn(f"... and {report.skipped - len(report.skipped_rows)} more rows not copied")
+        if not dry_run:
+            out.line(
+                f"verified: {report.verified} of {report.expected} rows in the target"
+                + (f", {report.missing} MISSING" if report.missing else "")
+            )
+    if report.missing:
+        out.error(f"{report.missing} rows or blobs are not in the target after copying")
+    if report.skipped:
+        out.error(f"{report.skipped} rows could not be copied (listed above)")
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILURE)
+
+
+def _redacted(url: str) -> str:
+    """A URL for reports: its password replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 # --------------------------------------------------------------------------- entry

@@ -30,6 +30,28 @@ def now_from_env() -> dt.datetime:
     return now_utc()
 
 
+def resolve_db(db: str | None, blobs: str | None) -> tuple[str | None, str | None]:
+    """``--db`` (else ``$BEAUTYSPOT_DB``) and ``--blobs`` (else ``$BEAUTYSPOT_BLOBS``).
+
+    A password in a ``postgresql://`` URL moves to ``PGPASSWORD`` (libpq reads it from
+    there) so that the URL, which tables, errors and JSON print, never holds it.
+    """
+    db = db or os.environ.get("BEAUTYSPOT_DB") or None
+    blobs = blobs or os.environ.get("BEAUTYSPOT_BLOBS") or None
+    from ..workspace import is_server_url
+
+    if is_server_url(db):
+        from urllib.parse import unquote, urlsplit, urlunsplit
+
+        parts = urlsplit(db.strip())
+        if parts.password is not None:
+            os.environ["PGPASSWORD"] = unquote(parts.password)
+            user = parts.username or ""
+            host = parts.netloc.rsplit("@", 1)[1]
+            db = urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+    return db, blobs
+
+
 def display_ts(value: object) -> str:
     """A stored timestamp for display: UTC if parsable, else shown literally."""
     moment = parse_datetime(value)

@@ -31,6 +31,7 @@ def show_task(
     json: bool,
     raw: bool,
     timeout: float,
+    blobs: str | None = None,
 ) -> int:
     """Print the task *key* (or the one task whose key starts with it); return the exit
     status: 0, 1 when a DB was skipped, 2 when the key is ambiguous."""
@@ -39,8 +40,11 @@ def show_task(
 
     if not key:
         raise UsageError("KEY must not be empty")
+    from .common import resolve_db
+
     out = Output(json_mode=json)
-    ws = discover(workspace, db)
+    db, blobs = resolve_db(db, blobs)
+    ws = discover(workspace, db, blobs)
     now = now_from_env()
     matches, failures = lookup.find_tasks(ws, key, timeout=timeout)
     for f in failures:
@@ -128,7 +132,7 @@ def show_task(
 
 # --------------------------------------------------------------------------- direct path
 
-_VALUE_OPTIONS = {"-w": "workspace", "--workspace": "workspace", "--db": "db"}
+_VALUE_OPTIONS = {"-w": "workspace", "--workspace": "workspace", "--db": "db", "--blobs": "blobs"}
 
 
 def parse_direct(argv: list[str], environ: Mapping[str, str]) -> dict | None:
@@ -183,6 +187,7 @@ def parse_direct(argv: list[str], environ: Mapping[str, str]) -> dict | None:
         "key": keys[0],
         "workspace": Path(workspace) if workspace else DEFAULT_WORKSPACE,
         "db": cmd.get("db") or root.get("db"),
+        "blobs": cmd.get("blobs") or root.get("blobs"),
         "json": root["json"] or cmd["json"],
         "raw": cmd["raw"],
         "timeout": root["timeout"],

@@ -1,0 +1,299 @@
+"""Copy one SQLite task DB, and its blob files, to a shared task DB (and blob store).
+
+``beautyspot migrate --from .beautyspot/x.db --to postgresql://… --blobs s3://bucket/x``
+is how a team moves an existing cache to the scale-out backends.  Decisions:
+
+* **Nothing at the source changes.**  The source is read through :class:`TaskReader`
+  (read-only, no migration), its blob files are only read.
+* **The newer write wins.**  A row the target already holds with the same or a later
+  ``updated_at`` is left alone (a re-run, or a worker that has already written there);
+  otherwise the source row is upserted with its own ``updated_at``, so ages, ``prune``
+  and history stay what they were.
+* **Resumable.**  Rows are copied in key order, a batch per transaction, and a FILE
+  row's blob is uploaded before the row that names it (a reader never sees a row
+  without its blob).  A run that is killed is simply run again: what it copied is
+  found present and not copied twice.
+* **Verified by counts.**  After copying, the source is walked again against the
+  target: every row that could be copied must be there with the same or a later
+  ``updated_at``, and every blob it names must be in the store with its size.
+* **What cannot be copied is reported, never guessed.**  A timestamp that does not
+  parse (``timestamptz`` cannot hold it), text that is not UTF-8 or holds NUL (PostgreSQL
+  text cannot), an unsafe or nested blob location: the row is skipped and listed, and
+  the run exits 1.  A FILE row whose blob file is missing (dangling) is not copied
+  either: the cache recomputes it; it is counted, not an error.
+* Expired rows are copied like any other: ``gc`` on the target removes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, Protocol
+
+from .errors import StorageError, UnsafePathError, UsageError
+from .reader import TaskReader
+from .storage import LocalStorage
+from .timeutil import parse_datetime, parse_instant, to_instant
+from .workspace import DBEntry
+
+BLOB_SUFFIX = ".bin"
+FILE = "FILE"
+SKIPPED_SHOWN = 50  # rows listed by key in a report; the count is always complete
+
+
+class BlobStore(Protocol):
+    """What migrate needs of a target blob store (S3Storage, LocalStorage)."""
+
+    def save(self, key: str, data: bytes) -> str: ...
+
+    def iter_blobs(self) -> Iterator: ...
+
+
+class TargetDB(Protocol):
+    """What migrate needs of a target task DB (PostgresTaskDB)."""
+
+    def save_many(self, rows: Iterable[tuple]) -> int: ...
+
+    def iter_keys_updated(self) -> Iterator[tuple[str, str]]: ...
+
+
+class MigrationReport(NamedTuple):
+    """What a migration did (or, with ``dry_run``, would do)."""
+
+    source: str
+    target: str
+    blobs: str | None
+    dry_run: bool
+    rows: int  # rows in the source
+    copied: int  # rows written to the target (dry run: that would be)
+    present: int  # already in the target with the same or a later updated_at
+    dangling: int  # FILE rows whose blob file is missing at the source: not copied
+    blobs_copied: int
+    blobs_present: int  # already in the store with the same size
+    skipped: int  # rows that cannot be copied (see `skipped_rows`)
+    skipped_rows: tuple[tuple[str, str], ...]  # (cache_key, reason), the first SKIPPED_SHOWN
+    verified: int  # rows found in the target afterwards (0 for a dry run)
+    missing: int  # rows that should be in the target and are not (or a blob is not)
+
+    @property
+    def expected(self) -> int:
+        """Rows that must be in the target after the run."""
+        return self.rows - self.skipped - self.dangling
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped == 0 and self.missing == 0
+
+
+def _text_problem(value: object, column: str) -> str | None:
+    if value is None or isinstance(value, (bytes, int, float)):
+        return None
+    text = str(value)
+    if "\x00" in text:
+        return f"{column} holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{column} is not UTF-8"
+    return None
+
+
+_TEXT_COLUMNS = (
+    "cache_key",
+    "func_name",
+    "func_identifier",
+    "input_id",
+    "version",
+    "result_type",
+    "content_type",
+    "result_value",
+)
+
+
+class _Row(NamedTuple):
+    values: tuple  # save() order + updated_at, ready for TargetDB.save_many
+    instant: int  # updated_at, µs
+    blob: str | None  # location of a FILE row's blob
+
+
+def _prepare(raw: tuple, storage: LocalStorage) -> _Row | str:
+    """The row to copy, or why it cannot be copied."""
+    for column, value in zip(_TEXT_COLUMNS, raw, strict=False):
+        problem = _text_problem(value, column)
+        if problem:
+            return problem
+    key, *_rest = raw
+    if not isinstance(key, str) or not key:
+        return "cache_key is not text"
+    updated = parse_datetime(raw[10])
+    if updated is None:
+        return "updated_at is missing or unparsable"
+    expires = raw[9]
+    if expires is not None:
+        expires = parse_datetime(expires)
+        if expires is None:
+            return "expires_at is unparsable"
+    location = raw[7]
+    blob = None
+    if raw[5] == FILE and location is not None:
+        if not isinstance(location, str):
+            return "result_value is not text"
+        if "/" in location or "\\" in location or not location.endswith(BLOB_SUFFIX):
+            return f"blob location {location!r} is not a plain <name>.bin"
+        try:
+            storage.resolve(location)
+        except UnsafePathError:
+            return f"unsafe blob location {location!r}"
+        blob = location
+    return _Row((*raw[:9], expires, updated), to_instant(updated), blob)
+
+
+def _store_sizes(store: BlobStore | None) -> dict[str, int]:
+    if store is None:
+        return {}
+    return {b.location: b.size for b in store.iter_blobs()}
+
+
+def _target_instants(target: TargetDB) -> Iterator[tuple[str, int | None]]:
+    for key, updated in target.iter_keys_updated():
+        yield key, parse_instant(updated)
+
+
+class _Merge:
+    """Walks the target's (key, instant) pairs alongside source keys in the same order."""
+
+    def __init__(self, pairs: Iterator[tuple[str, int | None]]):
+        self._pairs = pairs
+        self._head: tuple[str, int | None] | None = next(pairs, None)
+
+    def instant_of(self, key: str) -> int | None:
+        """The target's instant for *key* (None: not there).  Keys must come sorted."""
+        while self._head is not None and self._head[0] < key:
+            self._head = next(self._pairs, None)
+        if self._head is not None and self._head[0] == key:
+            return self._head[1] if self._head[1] is not None else -1
+        return None
+
+
+def migrate(
+    entry: DBEntry,
+    target: TargetDB,
+    store: BlobStore | None,
+    *,
+    target_name: str,
+    store_name: str | None = None,
+    dry_run: bool = False,
+    batch: int = 1000,
+    timeout: float = 30.0,
+    progress: Callable[[int], None] = lambda n: None,
+) -> MigrationReport:
+    """Copy *entry*'s rows to *target* and their blobs to *store*; see the module doc.
+
+    Raises UsageError when the source has FILE rows to copy and *store* is None.
+    """
+    source_blobs = LocalStorage(entry.blob_dir)
+    sizes = _store_sizes(store)
+    rows = copied = present = dangling = blobs_copied = blobs_present = skipped = 0
+    shown: list[tuple[str, str]] = []
+    pending: list[_Row] = []
+
+    def flush() -> None:
+        nonlocal copied, blobs_copied, blobs_present
+        if not pending:
+            return
+        for row in pending:
+            if row.blob is None:
+                continue
+            assert store is not None  # checked before the first row
+            data = source_blobs.load(row.blob)
+            if sizes.get(row.blob) == len(data):
+                blobs_present += 1
+                continue
+            if not dry_run:
+                location = store.save(row.blob[: -len(BLOB_SUFFIX)], data)
+                if location != row.blob:
+                    raise StorageError(f"blob store saved {row.blob!r} as {location!r}")
+                sizes[row.blob] = len(data)
+            blobs_copied += 1
+        if not dry_run:
+            target.save_many(r.values for r in pending)
+        copied += len(pending)
+        progress(len(pending))
+        pending.clear()
+
+    with TaskReader(entry.path, timeout) as reader:
+        if store is None and reader.has_file_rows():
+            raise UsageError(
+                f"{entry.path} has FILE rows (results in blob files): give --blobs"
+                " s3://BUCKET/PREFIX, or a directory the workers share"
+            )
+        merge = _Merge(_target_instants(target))
+        for raw in reader.iter_for_copy():
+            rows += 1
+            row = _prepare(raw, source_blobs)
+            if isinstance(row, str):
+                skipped += 1
+                if len(shown) < SKIPPED_SHOWN:
+                    shown.append((str(raw[0]), row))
+                continue
+            if row.blob is not None and not source_blobs.exists(row.blob):
+                dangling += 1
+                continue
+            have = merge.instant_of(row.values[0])
+            if have is not None and have >= row.instant:
+                present += 1
+                continue
+            pending.append(row)
+            if len(pending) >= batch:
+                flush()
+        flush()
+    verified = missing = 0
+    if not dry_run:
+        verified, missing = verify_copy(entry, target, store, timeout=timeout)
+    return MigrationReport(
+        str(entry.path),
+        target_name,
+        store_name,
+        dry_run,
+        rows,
+        copied,
+        present,
+        dangling,
+        blobs_copied,
+        blobs_present,
+        skipped,
+        tuple(shown),
+        verified,
+        missing,
+    )
+
+
+def verify_copy(
+    entry: DBEntry, target: TargetDB, store: BlobStore | None, *, timeout: float = 30.0
+) -> tuple[int, int]:
+    """(rows found, rows missing): every source row that can be copied must be in the
+    target with the same or a later updated_at, and its blob in *store* with its size."""
+    source_blobs = LocalStorage(entry.blob_dir)
+    sizes = _store_sizes(store)
+    found = missing = 0
+    with TaskReader(entry.path, timeout) as reader:
+        merge = _Merge(_target_instants(target))
+        for raw in reader.iter_for_copy():
+            row = _prepare(raw, source_blobs)
+            if isinstance(row, str):
+                continue
+            have = merge.instant_of(row.values[0])
+            if row.blob is not None:
+                size = source_blobs.size(row.blob)
+                if size is None:  # dangling at the source: not copied
+                    continue
+                if have is not None and have > row.instant:
+                    found += 1  # a newer write at the target: its blob is its own
+                    continue
+                if sizes.get(row.blob) != size:
+                    missing += 1
+                    continue
+            if have is not None and have >= row.instant:
+                found += 1
+            else:
+                missing += 1
+    return found, missing
