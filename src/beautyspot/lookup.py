@@ -70,10 +70,12 @@ def find_tasks(
 def load_detail(entry: DBEntry, key: str, now: dt.datetime, timeout: float = 5.0) -> TaskDetail:
     """Everything ``show`` prints about one task; reads the payload (inline or blob)."""
     if is_remote(entry):
-        from .remote import load_detail as load_remote
+        from .remote import open_reader, open_store
 
-        return load_remote(entry, key, now, timeout)
-    with TaskReader(entry.path, timeout) as reader:
+        reader, storage = open_reader(entry.path, timeout), open_store(entry.blob_dir)
+    else:
+        reader, storage = TaskReader(entry.path, timeout), LocalStorage(entry.blob_dir)
+    with reader:
         row = reader.get_row(key)
         if row is None:
             raise DBError(f"{entry.path}: task {key!r} vanished")
@@ -82,8 +84,9 @@ def load_detail(entry: DBEntry, key: str, now: dt.datetime, timeout: float = 5.0
     expired = None if expiry is None else expiry < to_instant(now)
     blob_path = blob_size = blob_error = None
     if row.result_value is not None:
-        storage = LocalStorage(entry.blob_dir)
         try:
+            if storage is None:  # a server DB given without --blobs
+                raise BeautySpotError("its result is a blob file: give --blobs to read it")
             blob_path = str(storage.resolve(row.result_value))
             payload = storage.load(row.result_value)
             blob_size = len(payload)

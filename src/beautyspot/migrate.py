@@ -84,31 +84,6 @@ class MigrationReport(NamedTuple):
         return self.skipped == 0 and self.missing == 0
 
 
-def _text_problem(value: object, column: str) -> str | None:
-    if value is None or isinstance(value, (bytes, int, float)):
-        return None
-    text = str(value)
-    if "\x00" in text:
-        return f"{column} holds a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{column} is not UTF-8"
-    return None
-
-
-_TEXT_COLUMNS = (
-    "cache_key",
-    "func_name",
-    "func_identifier",
-    "input_id",
-    "version",
-    "result_type",
-    "content_type",
-    "result_value",
-)
-
-
 class _Row(NamedTuple):
     values: tuple  # save() order + updated_at, ready for TargetDB.save_many
     instant: int  # updated_at, µs
@@ -117,10 +92,13 @@ class _Row(NamedTuple):
 
 def _prepare(raw: tuple, storage: LocalStorage) -> _Row | str:
     """The row to copy, or why it cannot be copied."""
-    for column, value in zip(_TEXT_COLUMNS, raw, strict=False):
-        problem = _text_problem(value, column)
-        if problem:
-            return problem
+    from .postgres import SAVE_COLUMNS, check_text
+
+    for column, value in zip(SAVE_COLUMNS, raw, strict=True):
+        try:
+            check_text(column, value)
+        except ValueError as exc:
+            return str(exc)
     key, *_rest = raw
     if not isinstance(key, str) or not key:
         return "cache_key is not text"

@@ -101,7 +101,7 @@ INDEXES = {
     "idx_result_value": "ON tasks (result_value) WHERE result_value IS NOT NULL",
 }
 # save() argument order, then updated_at.
-_SAVE_COLUMNS = (
+SAVE_COLUMNS = (
     "cache_key",
     "func_name",
     "func_identifier",
@@ -114,11 +114,11 @@ _SAVE_COLUMNS = (
     "expires_at",
     "updated_at",
 )
-_TEXT_FIELDS = tuple(i for i, c in enumerate(_SAVE_COLUMNS) if c not in ("result_data",))
-_UPSERT_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in _SAVE_COLUMNS[1:])
+_TEXT_FIELDS = tuple(i for i, c in enumerate(SAVE_COLUMNS) if c not in ("result_data",))
+_UPSERT_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in SAVE_COLUMNS[1:])
 _SAVE_SQL = (
-    f"INSERT INTO tasks ({', '.join(_SAVE_COLUMNS)})"
-    f" VALUES ({', '.join(['%s'] * len(_SAVE_COLUMNS))})"
+    f"INSERT INTO tasks ({', '.join(SAVE_COLUMNS)})"
+    f" VALUES ({', '.join(['%s'] * len(SAVE_COLUMNS))})"
     f" ON CONFLICT (cache_key) DO UPDATE SET {_UPSERT_SET}"
 )
 _HISTORY_COLUMNS = tuple(c for c in TASK_COLUMNS if c != "result_data")
@@ -187,7 +187,7 @@ def _describe(params: dict[str, Any]) -> str:
     return f"PostgreSQL database {name!r} on {host}:{port}"
 
 
-def _check_text(field: str, value: object) -> None:
+def check_text(field: str, value: object) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError(f"{field} contains a NUL character: PostgreSQL text cannot hold it")
@@ -479,7 +479,7 @@ class PostgresTaskDB(TaskDBBase):
         if not isinstance(key, str):
             raise TypeError(f"cache_key must be a str, not {type(key).__name__}")
         for i in _TEXT_FIELDS:
-            _check_text(_SAVE_COLUMNS[i], row[i])
+            check_text(SAVE_COLUMNS[i], row[i])
         if row[2] is None:
             row[2] = row[1]
         try:
@@ -537,7 +537,7 @@ class PostgresTaskDB(TaskDBBase):
         prepared = [self._row(r) for r in rows]
         if not prepared:
             return 0
-        columns = ", ".join(_SAVE_COLUMNS)
+        columns = ", ".join(SAVE_COLUMNS)
         with self._connection() as conn, conn.transaction():
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _bs_load (ord bigint, cache_key text"

@@ -30,8 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from .errors import BeautySpotError, DBError, UsageError
-from .lookup import TaskDetail
+from .errors import UsageError
 from .timeutil import parse_instant, to_instant
 from .workspace import DBEntry, Workspace
 
@@ -91,7 +90,7 @@ class _Store:
                 out[blob.location] = (st.st_size, st.st_mtime_ns, st.st_ino)
         return out
 
-    def display(self, location: str) -> str:
+    def resolve(self, location: str) -> str:
         if self.s3 is not None:
             return self.s3.resolve(location)
         from .maintenance import _entry_path
@@ -104,7 +103,7 @@ class _Store:
             return self.s3.delete_if_unchanged(location, size, mtime_ns / 1e9)
         from .maintenance import _unlink_checked
 
-        return _unlink_checked(self.display(location), size, mtime_ns, ino)
+        return _unlink_checked(self.resolve(location), size, mtime_ns, ino)
 
     def load(self, location: str) -> bytes:
         return (self.s3 or self.local).load(location)
@@ -117,50 +116,23 @@ def open_store(target: str | None) -> _Store | None:
 # --------------------------------------------------------------------------- reports
 
 
-def _reader(url: str, timeout: float, writable: bool = False):
+def open_reader(url: str, timeout: float, writable: bool = False):
     from .pgreader import PostgresReader
 
     return PostgresReader(url, timeout, writable=writable)
 
 
 def list_tasks(entry: DBEntry, rfilter, limit: int | None, timeout: float):
-    with _reader(entry.path, timeout) as r:
+    with open_reader(entry.path, timeout) as r:
         return r.list_tasks(rfilter, limit)
 
 
 def find_in(entry: DBEntry, key: str, limit: int, timeout: float) -> tuple[bool, list[str]]:
     """(*key* exists, keys starting with it) in a server DB."""
-    with _reader(entry.path, timeout) as r:
+    with open_reader(entry.path, timeout) as r:
         if r.get_row(key) is not None:
             return True, []
         return False, r.keys_with_prefix(key, limit + 1)
-
-
-def load_detail(entry: DBEntry, key: str, now: dt.datetime, timeout: float) -> TaskDetail:
-    with _reader(entry.path, timeout) as r:
-        row = r.get_row(key)
-        if row is None:
-            raise DBError(f"{entry.path}: task {key!r} vanished")
-        payload = r.get_payload(key)
-    expiry = parse_instant(row.expires_at)
-    expired = None if expiry is None else expiry < to_instant(now)
-    blob_path = blob_size = blob_error = None
-    if row.result_value is not None:
-        store = open_store(entry.blob_dir)
-        if store is None:
-            blob_error = "its result is a blob file: give --blobs to read it"
-            payload = None
-        else:
-            try:
-                blob_path = store.display(row.result_value)
-                payload = store.load(row.result_value)
-                blob_size = len(payload)
-            except BeautySpotError as exc:
-                blob_error = str(exc)
-                payload = None
-    return TaskDetail(
-        entry.name, entry.path, row, expired, blob_path, blob_size, blob_error, payload
-    )
 
 
 # --------------------------------------------------------------------------- plans
@@ -182,7 +154,7 @@ def plan_db(
     warnings: list[str] = []
     named: dict[str, list] = {}  # location -> [rows of the plan naming it, function, reason]
     want_orphans = orphans and grace_seconds is not None
-    with _reader(entry.path, timeout) as r:
+    with open_reader(entry.path, timeout) as r:
         for rp in passes:
             if rp.only_dangling:
                 raise UsageError("verify --fix is not supported on a PostgreSQL task DB")
@@ -263,7 +235,7 @@ def run_lock(plan, wait: float, timeout: float) -> AbstractContextManager:
     stack = ExitStack()
     try:
         for dbp in plan.dbs:
-            reader = stack.enter_context(_reader(dbp.path, timeout, writable=True))
+            reader = stack.enter_context(open_reader(dbp.path, timeout, writable=True))
             stack.enter_context(reader.maintenance_lock(wait))
     except BaseException:
         stack.close()
@@ -277,7 +249,7 @@ def execute_db(dbp, ctx, timeout: float, batch: int = 5000) -> None:
 
     files = dbp.files
     pending = bytearray(len(files))
-    with _reader(dbp.path, timeout, writable=True) as r:
+    with open_reader(dbp.path, timeout, writable=True) as r:
         for rp in dbp.passes:
             for rows in r.delete_batches(rp.rfilter, rp.written_before, batch):
                 per_function: dict[str, list[int]] = {}
@@ -306,7 +278,7 @@ def execute_db(dbp, ctx, timeout: float, batch: int = 5000) -> None:
         if not pending[i]:
             continue
         if files.locations[i] in named_now:
-            ctx.kept.append((store.display(files.locations[i]), "still referenced by a row"))
+            ctx.kept.append((store.resolve(files.locations[i]), "still referenced by a row"))
             ctx.progress(1)
         else:
             todo.append(i)
@@ -324,5 +296,5 @@ def execute_db(dbp, ctx, timeout: float, batch: int = 5000) -> None:
             if why is None:
                 mt._add(ctx.groups, (dbp.name, function, reason), 0, 1, files.sizes[i])
             else:
-                ctx.kept.append((store.display(files.locations[i]), why))
+                ctx.kept.append((store.resolve(files.locations[i]), why))
             ctx.progress(1)

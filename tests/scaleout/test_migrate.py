@@ -200,7 +200,7 @@ def test_rows_that_cannot_be_copied_are_listed_and_fail_the_run(tmp_path, env, p
     assert reasons["bad-updated"] == "updated_at is missing or unparsable"
     assert reasons["bad-expiry"] == "expires_at is unparsable"
     assert [r for k, r in reasons.items() if k.startswith("nul")] == [
-        "cache_key holds a NUL character"
+        "cache_key contains a NUL character: PostgreSQL text cannot hold it"
     ]
     assert set(target_rows(pg_url)) == {"good"}
     assert "3 rows could not be copied" in r.stderr
