@@ -8,11 +8,15 @@ is how a team moves an existing cache to the scale-out backends.  Decisions:
 * **The newer write wins.**  A row the target already holds with the same or a later
   ``updated_at`` is left alone (a re-run, or a worker that has already written there);
   otherwise the source row is upserted with its own ``updated_at``, so ages, ``prune``
-  and history stay what they were.
-* **Resumable.**  Rows are copied in key order, a batch per transaction, and a FILE
-  row's blob is uploaded before the row that names it (a reader never sees a row
-  without its blob).  A run that is killed is simply run again: what it copied is
-  found present and not copied twice.
+  and history stay what they were.  The server applies the rule again as it writes
+  (a conditional upsert), so a worker's write landing meanwhile is never replaced.  The
+  target is looked up batch by batch, by key: nothing assumes that SQLite (whose order
+  depends on the DB's text encoding) and PostgreSQL sort keys alike.
+* **Resumable.**  Rows are copied a batch per transaction, and a FILE row's blob is
+  uploaded before the row that names it (a reader never sees a row without its blob).
+  A run that is killed is simply run again: what it copied is found present and not
+  copied twice; a blob missing for a row already there is uploaded then.
+* **A dry run only reads** the target (no table created, no migration).
 * **Verified by counts.**  After copying, the source is walked again against the
   target: every row that could be copied must be there with the same or a later
   ``updated_at``, and every blob it names must be in the store with its size.
@@ -49,11 +53,11 @@ class BlobStore(Protocol):
 
 
 class TargetDB(Protocol):
-    """What migrate needs of a target task DB (PostgresTaskDB)."""
+    """What migrate needs of a target task DB (PostgresTaskDB; a dry run only reads)."""
 
-    def save_many(self, rows: Iterable[tuple]) -> int: ...
+    def save_many(self, rows: Iterable[tuple], *, newer_only: bool = False) -> int: ...
 
-    def iter_keys_updated(self) -> Iterator[tuple[str, str]]: ...
+    def updated_at_of(self, keys: list[str]) -> dict[str, str]: ...
 
 
 class MigrationReport(NamedTuple):
@@ -131,25 +135,22 @@ def _store_sizes(store: BlobStore | None) -> dict[str, int]:
     return {b.location: b.size for b in store.iter_blobs()}
 
 
-def _target_instants(target: TargetDB) -> Iterator[tuple[str, int | None]]:
-    for key, updated in target.iter_keys_updated():
-        yield key, parse_instant(updated)
+def _instants(target: TargetDB, rows: list[_Row]) -> dict[str, int | None]:
+    """The target's updated_at (µs) of those of *rows*' keys it holds."""
+    have = target.updated_at_of([r.values[0] for r in rows])
+    return {key: parse_instant(updated) for key, updated in have.items()}
 
 
-class _Merge:
-    """Walks the target's (key, instant) pairs alongside source keys in the same order."""
-
-    def __init__(self, pairs: Iterator[tuple[str, int | None]]):
-        self._pairs = pairs
-        self._head: tuple[str, int | None] | None = next(pairs, None)
-
-    def instant_of(self, key: str) -> int | None:
-        """The target's instant for *key* (None: not there).  Keys must come sorted."""
-        while self._head is not None and self._head[0] < key:
-            self._head = next(self._pairs, None)
-        if self._head is not None and self._head[0] == key:
-            return self._head[1] if self._head[1] is not None else -1
-        return None
+def _batches(reader: TaskReader, source: LocalStorage, size: int) -> Iterator[list]:
+    """The source rows, *size* at a time, each prepared (a _Row) or why it cannot be."""
+    batch: list = []
+    for raw in reader.iter_for_copy():
+        batch.append((raw, _prepare(raw, source)))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def migrate(
@@ -166,37 +167,29 @@ def migrate(
 ) -> MigrationReport:
     """Copy *entry*'s rows to *target* and their blobs to *store*; see the module doc.
 
-    Raises UsageError when the source has FILE rows to copy and *store* is None.
+    The target is looked up batch by batch (no assumption on how either side orders
+    keys), and written with a conditional upsert, so a worker's newer write that lands
+    meanwhile is never replaced.  With *dry_run*, *target* is only read.  Raises
+    UsageError when the source has FILE rows and *store* is None.
     """
-    source_blobs = LocalStorage(entry.blob_dir)
+    source = LocalStorage(entry.blob_dir)
     sizes = _store_sizes(store)
     rows = copied = present = dangling = blobs_copied = blobs_present = skipped = 0
     shown: list[tuple[str, str]] = []
-    pending: list[_Row] = []
 
-    def flush() -> None:
-        nonlocal copied, blobs_copied, blobs_present
-        if not pending:
+    def upload(row: _Row, size: int) -> None:
+        """The blob of *row*, unless the store already holds it (a re-run)."""
+        nonlocal blobs_copied, blobs_present
+        assert store is not None and row.blob is not None  # checked before the first row
+        if sizes.get(row.blob) == size:
+            blobs_present += 1
             return
-        for row in pending:
-            if row.blob is None:
-                continue
-            assert store is not None  # checked before the first row
-            data = source_blobs.load(row.blob)
-            if sizes.get(row.blob) == len(data):
-                blobs_present += 1
-                continue
-            if not dry_run:
-                location = store.save(row.blob[: -len(BLOB_SUFFIX)], data)
-                if location != row.blob:
-                    raise StorageError(f"blob store saved {row.blob!r} as {location!r}")
-                sizes[row.blob] = len(data)
-            blobs_copied += 1
         if not dry_run:
-            target.save_many(r.values for r in pending)
-        copied += len(pending)
-        progress(len(pending))
-        pending.clear()
+            location = store.save(row.blob[: -len(BLOB_SUFFIX)], source.load(row.blob))
+            if location != row.blob:
+                raise StorageError(f"blob store saved {row.blob!r} as {location!r}")
+            sizes[row.blob] = size
+        blobs_copied += 1
 
     with TaskReader(entry.path, timeout) as reader:
         if store is None and reader.has_file_rows():
@@ -204,29 +197,40 @@ def migrate(
                 f"{entry.path} has FILE rows (results in blob files): give --blobs"
                 " s3://BUCKET/PREFIX, or a directory the workers share"
             )
-        merge = _Merge(_target_instants(target))
-        for raw in reader.iter_for_copy():
-            rows += 1
-            row = _prepare(raw, source_blobs)
-            if isinstance(row, str):
-                skipped += 1
-                if len(shown) < SKIPPED_SHOWN:
-                    shown.append((str(raw[0]), row))
-                continue
-            if row.blob is not None and not source_blobs.exists(row.blob):
-                dangling += 1
-                continue
-            have = merge.instant_of(row.values[0])
-            if have is not None and have >= row.instant:
-                present += 1
-                continue
-            pending.append(row)
-            if len(pending) >= batch:
-                flush()
-        flush()
+        for chunk in _batches(reader, source, batch):
+            rows += len(chunk)
+            ready: list[tuple[_Row, int | None]] = []
+            for raw, row in chunk:
+                if isinstance(row, str):
+                    skipped += 1
+                    if len(shown) < SKIPPED_SHOWN:
+                        shown.append((str(raw[0]), row))
+                    continue
+                size = source.size(row.blob) if row.blob is not None else None
+                if row.blob is not None and size is None:
+                    dangling += 1
+                    continue
+                ready.append((row, size))
+            have = _instants(target, [row for row, _size in ready])
+            to_copy = []
+            for row, size in ready:
+                theirs = have.get(row.values[0])
+                if theirs is not None and theirs > row.instant:
+                    present += 1  # a newer write at the target: its blob is its own
+                    continue
+                if row.blob is not None:
+                    upload(row, size)  # also for a row already copied whose blob is not
+                if theirs is not None and theirs == row.instant:
+                    present += 1
+                else:
+                    to_copy.append(row)
+            if to_copy and not dry_run:
+                target.save_many((r.values for r in to_copy), newer_only=True)
+            copied += len(to_copy)
+            progress(len(chunk))
     verified = missing = 0
     if not dry_run:
-        verified, missing = verify_copy(entry, target, store, timeout=timeout)
+        verified, missing = verify_copy(entry, target, store, batch=batch, timeout=timeout)
     return MigrationReport(
         str(entry.path),
         target_name,
@@ -246,32 +250,36 @@ def migrate(
 
 
 def verify_copy(
-    entry: DBEntry, target: TargetDB, store: BlobStore | None, *, timeout: float = 30.0
+    entry: DBEntry,
+    target: TargetDB,
+    store: BlobStore | None,
+    *,
+    batch: int = 1000,
+    timeout: float = 30.0,
 ) -> tuple[int, int]:
     """(rows found, rows missing): every source row that can be copied must be in the
-    target with the same or a later updated_at, and its blob in *store* with its size."""
-    source_blobs = LocalStorage(entry.blob_dir)
+    target with the same or a later updated_at, and, unless the target's is later, its
+    blob in *store* with its size."""
+    source = LocalStorage(entry.blob_dir)
     sizes = _store_sizes(store)
     found = missing = 0
     with TaskReader(entry.path, timeout) as reader:
-        merge = _Merge(_target_instants(target))
-        for raw in reader.iter_for_copy():
-            row = _prepare(raw, source_blobs)
-            if isinstance(row, str):
-                continue
-            have = merge.instant_of(row.values[0])
-            if row.blob is not None:
-                size = source_blobs.size(row.blob)
-                if size is None:  # dangling at the source: not copied
+        for chunk in _batches(reader, source, batch):
+            ready = []
+            for _raw, row in chunk:
+                if isinstance(row, str):
                     continue
-                if have is not None and have > row.instant:
-                    found += 1  # a newer write at the target: its blob is its own
-                    continue
-                if sizes.get(row.blob) != size:
+                size = source.size(row.blob) if row.blob is not None else None
+                if row.blob is not None and size is None:
+                    continue  # dangling at the source: not copied
+                ready.append((row, size))
+            have = _instants(target, [row for row, _size in ready])
+            for row, size in ready:
+                theirs = have.get(row.values[0])
+                if theirs is None or theirs < row.instant:
                     missing += 1
-                    continue
-            if have is not None and have >= row.instant:
-                found += 1
-            else:
-                missing += 1
+                elif theirs == row.instant and row.blob is not None and sizes.get(row.blob) != size:
+                    missing += 1
+                else:
+                    found += 1
     return found, missing

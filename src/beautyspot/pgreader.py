@@ -61,8 +61,11 @@ def predicate(rfilter: RowFilter, written_before: int | None = None) -> tuple[st
         terms.append("updated_at < %(updated_before)s")
         params["updated_before"] = from_instant(rfilter.updated_before)
     if rfilter.func is not None:
-        terms.append("(func_name = %(func)s OR func_identifier = %(func)s)")
-        params["func"] = rfilter.func
+        if isinstance(rfilter.func, str) and _storable(rfilter.func):
+            terms.append("(func_name = %(func)s OR func_identifier = %(func)s)")
+            params["func"] = rfilter.func
+        else:
+            terms.append("FALSE")  # no stored name holds NUL or a lone surrogate
     if rfilter.keys is not None:
         terms.append("cache_key = ANY(%(keys)s)")
         params["keys"] = [k for k in rfilter.keys if isinstance(k, str) and _storable(k)]
@@ -110,7 +113,9 @@ def task_row(values: tuple) -> TaskRow:
 class PostgresReader:
     """One connection to a PostgreSQL task DB for the maintenance tool (see module doc)."""
 
-    def __init__(self, url: str, timeout: float = 30.0, *, writable: bool = False):
+    def __init__(
+        self, url: str, timeout: float = 30.0, *, writable: bool = False, require_table=True
+    ):
         pg = _psycopg()
         self.url = url
         self.timeout = timeout
@@ -138,7 +143,8 @@ class PostgresReader:
                 " set_config('default_transaction_read_only', %s, false)",
                 (f"{max(1, int(timeout * 1000))}ms", "off" if writable else "on"),
             )
-            if self._one("SELECT to_regclass('tasks')") is None:
+            self.has_table = self._one("SELECT to_regclass('tasks')") is not None
+            if require_table and not self.has_table:
                 raise DBError(f"{self.where}: no 'tasks' table (not a beautyspot task DB)")
         except BaseException:
             self.conn.close()
@@ -175,6 +181,17 @@ class PostgresReader:
             return None
         rows = self._run(f"SELECT {_ROW} FROM tasks WHERE cache_key = %s", (key,))
         return task_row(rows[0]) if rows else None
+
+    def updated_at_of(self, keys: list[str]) -> dict[str, str]:
+        """``updated_at`` (text) of those of *keys* the table holds (none without one):
+        what ``migrate --dry-run`` compares against, reading only."""
+        wanted = [k for k in keys if _storable(k)]
+        if not wanted or not self.has_table:
+            return {}
+        rows = self._run(
+            "SELECT cache_key, updated_at FROM tasks WHERE cache_key = ANY(%s)", (wanted,)
+        )
+        return {key: format_ts(updated) for key, updated in rows}
 
     def get_payload(self, key: str) -> bytes | None:
         value = self._one("SELECT result_data FROM tasks WHERE cache_key = %s", (key,))
@@ -231,23 +248,13 @@ class PostgresReader:
         )
         return ((loc, f or "", int(n)) for loc, f, n in rows)
 
-    def ref_counts(self, locations: list[str]) -> dict[str, int]:
-        """How many rows (any row) name each of *locations*."""
-        out: dict[str, int] = {}
-        for i in range(0, len(locations), 5000):
-            for loc, n in self._run(
-                "SELECT result_value, count(*) FROM tasks WHERE result_value = ANY(%s)"
-                " GROUP BY result_value",
-                (locations[i : i + 5000],),
-            ):
-                out[loc] = int(n)
-        return out
-
-    def all_locations(self) -> set[str]:
+    def location_counts(self) -> dict[str, int]:
+        """Rows naming each blob location (as stored), over the whole table."""
         return {
-            r[0]
-            for r in self._run(
-                "SELECT DISTINCT result_value FROM tasks WHERE result_value IS NOT NULL"
+            loc: int(n)
+            for loc, n in self._run(
+                "SELECT result_value, count(*) FROM tasks WHERE result_value IS NOT NULL"
+                " GROUP BY result_value"
             )
         }
 
@@ -293,19 +300,6 @@ class PostgresReader:
                 return
             first = False
             params["after"] = last
-
-    def referenced(self, locations: list[str]) -> set[str]:
-        """Which of *locations* a row names now (just before their files are deleted)."""
-        out: set[str] = set()
-        for i in range(0, len(locations), 5000):
-            out.update(
-                r[0]
-                for r in self._run(
-                    "SELECT DISTINCT result_value FROM tasks WHERE result_value = ANY(%s)",
-                    (locations[i : i + 5000],),
-                )
-            )
-        return out
 
     @contextmanager
     def maintenance_lock(self, wait: float) -> Iterator[None]:

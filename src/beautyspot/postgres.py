@@ -524,14 +524,17 @@ class PostgresTaskDB(TaskDBBase):
         with self._connection() as conn:
             conn.execute(_SAVE_SQL, row)
 
-    def save_many(self, rows: Iterable[Sequence[Any]]) -> int:
+    def save_many(self, rows: Iterable[Sequence[Any]], *, newer_only: bool = False) -> int:
         """Upsert many tasks in one transaction, keeping each row's own ``updated_at``.
 
         Each row is save()'s arguments in order plus ``updated_at`` (a datetime, text, or
         None for now).  Every row is validated before anything is sent: one bad row raises
         (naming its key) and writes nothing.  The rows are COPYed into a temporary table and
-        upserted from it in one statement; of repeated keys the last row wins.  Returns the
-        number of tasks written.
+        upserted from it in one statement; of repeated keys the last row wins.  With
+        *newer_only*, a stored row is replaced only by one with a later ``updated_at``
+        (decided by the server, row by row: a worker's write that lands while the batch is
+        on its way is never overwritten by an older copy).  Returns the number of tasks
+        written.
         """
         self._check_open()
         prepared = [self._row(r) for r in rows]
@@ -555,6 +558,7 @@ class PostgresTaskDB(TaskDBBase):
                     f" SELECT DISTINCT ON (cache_key) {columns} FROM _bs_load"
                     " ORDER BY cache_key, ord DESC"
                     f" ON CONFLICT (cache_key) DO UPDATE SET {_UPSERT_SET}"
+                    + (" WHERE tasks.updated_at < EXCLUDED.updated_at" if newer_only else "")
                 )
                 return cur.rowcount
 
@@ -694,6 +698,17 @@ class PostgresTaskDB(TaskDBBase):
                 row[i] = _text_ts(row[i])
             out.append(row)
         return pd.DataFrame(out, columns=list(_HISTORY_COLUMNS))
+
+    def updated_at_of(self, keys: Sequence[str]) -> dict[str, str]:
+        """``updated_at`` (text) of those of *keys* the table holds."""
+        self._check_open()
+        wanted = [k for k in keys if _storable(k)]
+        if not wanted:
+            return {}
+        rows = self._fetch(
+            "SELECT cache_key, updated_at FROM tasks WHERE cache_key = ANY(%s)", (wanted,)
+        )
+        return {key: format_ts(updated) for key, updated in rows}
 
     def iter_keys_updated(
         self, after: str | None = None, batch: int = 5000

@@ -15,6 +15,9 @@ safety rules, adapted to a cache that workers on several machines share:
   modification time; on S3 a conditional DELETE on its ETag, see :mod:`.s3storage`).
 * **The grace period protects writers on other machines**: a worker uploads its blob
   before it writes the row, so an unnamed object younger than ``--grace`` is kept.
+* **``--blobs`` must be this DB's own store.**  Only ``<name>.bin`` objects at its top
+  can be orphans (where workers save them); a store holding none of the blobs the rows
+  name is the wrong one, and the DB is skipped (exit 1) before anything is deleted.
 * Without ``--blobs`` no blob is ever touched: a plan whose rows name blob files is
   refused for that DB (exit 1) rather than leaving their files behind unaccounted.
 
@@ -49,9 +52,25 @@ def db_name(url: str) -> str:
     return str(params.get("dbname") or params.get("user") or "postgres")
 
 
+def check_store(blobs: str) -> str:
+    """*blobs* as a blob store target, or UsageError: ``s3://BUCKET[/PREFIX]`` (any case)
+    or an existing directory.  A store that is not there must never read as empty: the
+    rows would go and their real blobs stay behind, unaccounted for."""
+    if not blobs:
+        raise UsageError("--blobs must not be empty")
+    if blobs[:5].lower() == "s3://":
+        bucket = blobs[5:].split("/", 1)[0]
+        if not bucket:
+            raise UsageError(f"--blobs {blobs!r} names no bucket (s3://BUCKET/PREFIX)")
+        return "s3://" + blobs[5:]
+    if not Path(blobs).is_dir():
+        raise UsageError(f"--blobs {blobs} is not an existing directory (nor s3://...)")
+    return blobs
+
+
 def server_workspace(url: str, blobs: str | None) -> Workspace:
     """A one-DB "workspace" for a server DB and its blob store (*blobs*: s3:// or a dir)."""
-    entry = DBEntry(db_name(url), url, blobs or "", False, ())
+    entry = DBEntry(db_name(url), url, check_store(blobs) if blobs is not None else "", False, ())
     return Workspace(Path("."), (entry,), (), single_db=True)
 
 
@@ -152,7 +171,9 @@ def plan_db(
     groups: dict[tuple[str, str], mt.Group] = {}
     oldest: list[tuple[str, str, str]] = []
     warnings: list[str] = []
-    named: dict[str, list] = {}  # location -> [rows of the plan naming it, function, reason]
+    # Locations are compared normalized (``./a.bin`` is ``a.bin``), as the SQLite planner
+    # does: norm -> [rows of the plan naming it, function, reason].
+    named: dict[str, list] = {}
     want_orphans = orphans and grace_seconds is not None
     with open_reader(entry.path, timeout) as r:
         for rp in passes:
@@ -165,12 +186,16 @@ def plan_db(
                 )
             oldest += r.oldest(cond, params, mt.OLDEST_SHOWN)
             for location, function, n in r.matched_locations(cond, params):
-                if location in named:
-                    named[location][0] += n
+                norm = mt.normalize_location(location)
+                if norm is None or not norm.endswith(BLOB_SUFFIX):
+                    warnings.append(
+                        f"blob location {location!r} is unsafe or not a *.bin: not touched"
+                    )
+                elif norm in named:
+                    named[norm][0] += n
                 else:
-                    named[location] = [n, function, rp.reason]
-        totals = r.ref_counts(list(named)) if named else {}
-        all_refs = r.all_locations() if want_orphans else set()
+                    named[norm] = [n, function, rp.reason]
+        totals = _normalized_counts(r.location_counts()) if named or want_orphans else {}
     store = open_store(entry.blob_dir)
     if store is None and named:
         raise UsageError(
@@ -178,14 +203,17 @@ def plan_db(
             " s3://BUCKET/PREFIX (or the directory the workers share)"
         )
     listing = store.listing() if store is not None and (named or want_orphans) else {}
+    if totals and store is not None and not any(norm in listing for norm in totals):
+        # The DB names blob files and the store holds none of them: the wrong bucket,
+        # prefix or directory.  Everything in it would look like an orphan.
+        raise UsageError(
+            f"none of the {len(totals)} blob files this DB's rows name is in --blobs"
+            f" {entry.blob_dir}: is it this DB's store? Nothing deleted"
+        )
     files: list[tuple] = []
-    for location, (matched, function, reason) in named.items():
-        if totals.get(location, 0) > matched:
+    for norm, (matched, function, reason) in named.items():
+        if totals.get(norm, 0) > matched:
             continue  # a row that stays still names it
-        norm = mt.normalize_location(location)
-        if norm is None or not norm.endswith(BLOB_SUFFIX):
-            warnings.append(f"blob location {location!r} is unsafe or not a *.bin: not touched")
-            continue
         seen = listing.get(norm)
         if seen is None:
             continue  # a dangling row: nothing stored to free
@@ -195,12 +223,19 @@ def plan_db(
             g, files=g.files + 1, bytes=g.bytes + seen[0]
         )
     extra = []
-    if want_orphans and store is not None:
+    if want_orphans and store is not None and not totals and listing:
+        warnings.append(
+            f"no row names a blob file, but --blobs {entry.blob_dir} holds {len(listing)}:"
+            " not collected as orphans (give --blobs only for this DB's own store)"
+        )
+    elif want_orphans and store is not None:
         limit_ns = int((now.timestamp() - grace_seconds) * 1e9)
+        # Workers save blobs as `<key>.bin` at the top of the store: an object further
+        # down (another tool's, another cache's under a longer prefix) is never an orphan.
         orphan_files = [
             (loc, size, mtime, ino, "-", mt.ORPHAN)
             for loc, (size, mtime, ino) in listing.items()
-            if loc not in all_refs and mtime < limit_ns
+            if "/" not in loc and loc not in totals and mtime < limit_ns
         ]
         if orphan_files:
             files.extend(orphan_files)
@@ -226,6 +261,18 @@ def plan_db(
         tuple(warnings),
         (),
     )
+
+
+def _normalized_counts(raw: dict) -> dict[str, int]:
+    """Rows naming each blob location, locations normalized (unsafe ones left out)."""
+    from .maintenance import normalize_location
+
+    out: dict[str, int] = {}
+    for location, n in raw.items():
+        norm = normalize_location(location)
+        if norm is not None:
+            out[norm] = out.get(norm, 0) + n
+    return out
 
 
 def run_lock(plan, wait: float, timeout: float) -> AbstractContextManager:
@@ -257,8 +304,9 @@ def execute_db(dbp, ctx, timeout: float, batch: int = 5000) -> None:
                     acc = per_function.setdefault(function, [0, 0])
                     acc[0] += 1
                     acc[1] += size or 0
-                    if location is not None and len(files):
-                        i = files.find(location)
+                    norm = mt.normalize_location(location) if location is not None else None
+                    if norm is not None and len(files):
+                        i = files.find(norm)
                         if i >= 0 and files.kind(i)[1] == rp.reason:
                             pending[i] = 1
                 for function, (n, size) in per_function.items():
@@ -268,7 +316,8 @@ def execute_db(dbp, ctx, timeout: float, batch: int = 5000) -> None:
             if files.kind_table[kind][1] == mt.ORPHAN:
                 pending[i] = 1
         candidates = [files.locations[i] for i in range(len(files)) if pending[i]]
-        named_now = r.referenced(candidates) if candidates else set()
+        # Just before deleting: which of them does a row (still, or newly) name?
+        named_now = set(_normalized_counts(r.location_counts())) if candidates else set()
     if not any(pending):
         return
     store = open_store(dbp.blob_dir)  # planned files imply a store (plan_db)

@@ -132,7 +132,8 @@ def test_rerun_copies_nothing_and_dry_run_writes_nothing(ws, env, pg_url, s3_buc
     blobs = f"s3://{s3_bucket}/{PREFIX}"
     dry = report(migrate(env, "-w", ws, "--from", "etl", "--to", pg_url, "--blobs", blobs, "-n"))
     assert (dry["rows"], dry["copied"], dry["blobs_copied"], dry["dry_run"]) == (6, 6, 6, True)
-    assert target_rows(pg_url) == {} and s3_objects(s3_client, s3_bucket) == {}
+    assert s3_objects(s3_client, s3_bucket) == {}
+    assert not table_exists(pg_url)  # a dry run creates nothing, not even the table
     first = migrate(env, "-w", ws, "--from", "etl", "--to", pg_url, "--blobs", blobs)
     assert first.returncode == 0, first.describe()
     again = migrate(env, "-w", ws, "--from", "etl", "--to", pg_url, "--blobs", blobs)
@@ -250,6 +251,13 @@ def test_killed_run_is_resumed_exactly(tmp_path, env, pg_url) -> None:
     assert relkit_count(pg_url) == n
 
 
+def table_exists(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT to_regclass('tasks')").fetchone()[0] is not None
+
+
 def relkit_count(url: str) -> int:
     import psycopg
 
@@ -263,3 +271,57 @@ def relkit_count(url: str) -> int:
 def test_migrate_help(env) -> None:
     r = relkit.run(["migrate", "--help"], env=env)
     assert r.returncode == 0 and "--from" in r.stdout and "--blobs" in r.stdout
+
+
+def test_a_newer_file_row_keeps_its_blob(ws, env, pg_url, s3_bucket, s3_client) -> None:
+    """A worker already wrote the key (row and blob) after the source did: migrate leaves
+    both, and the server's conditional upsert would keep the row even if it raced."""
+    from beautyspot.postgres import PostgresTaskDB
+    from beautyspot.s3storage import S3Storage
+
+    src = source_rows(ws / "etl.db")
+    key, row = next(iter(src.items()))
+    S3Storage(s3_bucket, PREFIX, client=s3_client).save(row[6][:-4], b"worker's fresh bytes")
+    later = dt.datetime(2027, 3, 1, tzinfo=dt.timezone.utc)
+    db = PostgresTaskDB(pg_url, clock=lambda: later)
+    try:
+        db.save(key, "load_chunk", "__main__.load_chunk", "in", "new", "FILE", None, row[6])
+        assert (
+            db.save_many([(key, *row[:8], None, "2020-01-01 00:00:00+00:00")], newer_only=True) == 0
+        )
+    finally:
+        db.shutdown()
+    r = migrate(
+        env, "-w", ws, "--from", "etl", "--to", pg_url, "--blobs", f"s3://{s3_bucket}/{PREFIX}"
+    )
+    doc = report(r)
+    assert r.returncode == 0, r.describe()
+    assert (doc["copied"], doc["present"], doc["verified"]) == (5, 1, 6)
+    assert target_rows(pg_url)[key][3] == "new"
+    assert s3_objects(s3_client, s3_bucket)[f"{PREFIX}/{row[6]}"] == b"worker's fresh bytes"
+
+
+def test_a_rerun_uploads_a_blob_the_first_run_missed(ws, env, pg_url, s3_bucket, s3_client):
+    blobs = f"s3://{s3_bucket}/{PREFIX}"
+    assert migrate(env, "-w", ws, "--from", "etl", "--to", pg_url, "--blobs", blobs).returncode == 0
+    objects = sorted(s3_objects(s3_client, s3_bucket))
+    s3_client.delete_object(Bucket=s3_bucket, Key=objects[0])
+    doc = report(migrate(env, "-w", ws, "--from", "etl", "--to", pg_url, "--blobs", blobs))
+    assert (doc["copied"], doc["present"], doc["blobs_copied"], doc["ok"]) == (0, 6, 1, True)
+    assert sorted(s3_objects(s3_client, s3_bucket)) == objects
+
+
+def test_a_utf16_source_is_copied_whatever_its_key_order(tmp_path, env, pg_url) -> None:
+    """SQLite orders UTF-16 text by its bytes, not by code point: the copy must not care."""
+    path = tmp_path / "u16.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA encoding='UTF-16le'")
+    conn.close()
+    past = "2026-11-01 00:00:00+00:00"
+    keys = ["b", "\u0101", "c", "\u0102", "\U0001f600", "\uff5e"]
+    relkit.create_db(path, [relkit.inline_row(k, "m.f", b"\x01", None, past) for k in keys])
+    for _ in range(2):
+        r = migrate(env, "--from", path, "--to", pg_url)
+        doc = report(r)
+        assert r.returncode == 0 and doc["missing"] == 0 and doc["verified"] == 6, r.describe()
+    assert doc["copied"] == 0 and set(target_rows(pg_url)) == set(keys)

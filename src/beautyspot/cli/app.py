@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +37,7 @@ from .common import (
     exit_code_for,
     now_from_env,
     resolve_db,
+    split_password,
 )
 from .render import Output, _isatty, format_bytes, safe_text
 from .show import DEFAULT_WORKSPACE, show_task
@@ -55,6 +57,7 @@ class State:
     """Options given before the command; a command's own options override them."""
 
     workspace: Path = DEFAULT_WORKSPACE
+    workspace_given: bool = False
     db: str | None = None
     blobs: str | None = None
     json: bool = False
@@ -179,6 +182,7 @@ def main_options(
     """
     # Reset every field: run() may be called more than once in one process.
     STATE.workspace = workspace if workspace is not None else DEFAULT_WORKSPACE
+    STATE.workspace_given = workspace is not None  # -w or $BEAUTYSPOT_WORKSPACE
     STATE.db = db
     STATE.blobs = blobs
     STATE.json = json
@@ -190,13 +194,16 @@ def _setup(
 ) -> tuple[Workspace, Output, dt.datetime]:
     if workspace is not None:
         STATE.workspace = workspace
+        STATE.workspace_given = True
     if db is not None:
         STATE.db = db
     if blobs is not None:
         STATE.blobs = blobs
     STATE.json = STATE.json or json
     out = Output(json_mode=STATE.json)
-    STATE.db, STATE.blobs = resolve_db(STATE.db, STATE.blobs)
+    STATE.db, STATE.blobs = resolve_db(
+        STATE.db, STATE.blobs, workspace_given=STATE.workspace_given
+    )
     ws = discover(STATE.workspace, STATE.db, STATE.blobs)
     return ws, out, now_from_env()
 
@@ -382,6 +389,7 @@ def show_cmd(
     """Show one task: metadata, expiry, blob file and a decoded preview."""
     if workspace is not None:
         STATE.workspace = workspace
+        STATE.workspace_given = True
     if db is not None:
         STATE.db = db
     if blobs is not None:
@@ -389,6 +397,7 @@ def show_cmd(
     code = show_task(
         key,
         workspace=STATE.workspace,
+        workspace_given=STATE.workspace_given,
         db=STATE.db,
         blobs=STATE.blobs,
         json=STATE.json or json,
@@ -848,6 +857,9 @@ def migrate_cmd(
         raise UsageError("--to is required (or set BEAUTYSPOT_DB): a postgresql:// URL")
     if not is_server_url(to):
         raise UsageError(f"--to must be a postgresql:// URL, not {safe_text(to)}")
+    to, password = split_password(to.strip())
+    if password is not None:
+        os.environ["PGPASSWORD"] = password  # libpq reads it there; reports show `to`
     if is_server_url(source):
         raise UsageError("--from is the SQLite task DB to copy, not a server URL")
     if workspace is not None:
@@ -856,14 +868,21 @@ def migrate_cmd(
     out = Output(json_mode=STATE.json)
     entry = discover(STATE.workspace, source).dbs[0]
     store = _blob_store(blobs, entry.blob_dir) if blobs else None
-    target = open_task_db(to, timeout=STATE.timeout)
+    if dry_run:  # read only: no table created, no migration run
+        from ..pgreader import PostgresReader
+
+        target = PostgresReader(to, STATE.timeout, require_table=False)
+        close = target.close
+    else:
+        target = open_task_db(to, timeout=STATE.timeout)
+        close = target.shutdown
     try:
         with out.progress(None, f"copying {entry.name}") as bar:
             report = mg.migrate(
                 entry,
                 target,
                 store,
-                target_name=_redacted(to),
+                target_name=to,
                 store_name=blobs,
                 dry_run=dry_run,
                 batch=batch,
@@ -871,7 +890,7 @@ def migrate_cmd(
                 progress=bar.advance,
             )
     finally:
-        target.shutdown()
+        close()
     if out.json_mode:
         doc = report._asdict()
         doc["skipped_rows"] = [{"cache_key": k, "reason": r} for k, r in report.skipped_rows]
@@ -907,18 +926,6 @@ def migrate_cmd(
     if report.skipped:
         out.error(f"{report.skipped} rows could not be copied (listed above)")
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILURE)
-
-
-def _redacted(url: str) -> str:
-    """A URL for reports: its password replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 # --------------------------------------------------------------------------- entry

@@ -30,26 +30,51 @@ def now_from_env() -> dt.datetime:
     return now_utc()
 
 
-def resolve_db(db: str | None, blobs: str | None) -> tuple[str | None, str | None]:
-    """``--db`` (else ``$BEAUTYSPOT_DB``) and ``--blobs`` (else ``$BEAUTYSPOT_BLOBS``).
+def resolve_db(
+    db: str | None, blobs: str | None, *, workspace_given: bool
+) -> tuple[str | None, str | None]:
+    """The DB and blob store a command acts on.
 
-    A password in a ``postgresql://`` URL moves to ``PGPASSWORD`` (libpq reads it from
-    there) so that the URL, which tables, errors and JSON print, never holds it.
+    ``$BEAUTYSPOT_DB`` stands in for ``--db`` only when neither ``--db`` nor a workspace
+    (``-w``, ``$BEAUTYSPOT_WORKSPACE``) was given: workers export it for the library, and
+    an explicit workspace must still mean that workspace.  ``$BEAUTYSPOT_BLOBS`` stands
+    in for ``--blobs`` only for a ``postgresql://`` DB.  A password in such a URL (as
+    ``user:pw@`` or ``?password=``) moves to ``PGPASSWORD``, which libpq reads, so the
+    URL that tables, errors and JSON print never holds it.
     """
-    db = db or os.environ.get("BEAUTYSPOT_DB") or None
-    blobs = blobs or os.environ.get("BEAUTYSPOT_BLOBS") or None
+    if db is None and not workspace_given:
+        db = os.environ.get("BEAUTYSPOT_DB") or None
     from ..workspace import is_server_url
 
-    if is_server_url(db):
-        from urllib.parse import unquote, urlsplit, urlunsplit
+    if not is_server_url(db):
+        return db, blobs
+    if blobs is None:
+        blobs = os.environ.get("BEAUTYSPOT_BLOBS") or None
+    url, password = split_password(db.strip())
+    if password is not None:
+        os.environ["PGPASSWORD"] = password
+    return url, blobs
 
-        parts = urlsplit(db.strip())
-        if parts.password is not None:
-            os.environ["PGPASSWORD"] = unquote(parts.password)
-            user = parts.username or ""
-            host = parts.netloc.rsplit("@", 1)[1]
-            db = urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
-    return db, blobs
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """(*url* without its password, the password or None)."""
+    from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError as exc:
+        raise UsageError(f"invalid PostgreSQL URL: {exc}") from None
+    if password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{user}@{host}" if user else host)
+        password = unquote(password)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "password" for k, _v in query):
+        password = next(v for k, v in query if k == "password")
+        parts = parts._replace(query=urlencode([(k, v) for k, v in query if k != "password"]))
+    return urlunsplit(parts), password
 
 
 def display_ts(value: object) -> str:

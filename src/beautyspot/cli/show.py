@@ -32,6 +32,7 @@ def show_task(
     raw: bool,
     timeout: float,
     blobs: str | None = None,
+    workspace_given: bool = False,
 ) -> int:
     """Print the task *key* (or the one task whose key starts with it); return the exit
     status: 0, 1 when a DB was skipped, 2 when the key is ambiguous."""
@@ -43,7 +44,7 @@ def show_task(
     from .common import resolve_db
 
     out = Output(json_mode=json)
-    db, blobs = resolve_db(db, blobs)
+    db, blobs = resolve_db(db, blobs, workspace_given=workspace_given)
     ws = discover(workspace, db, blobs)
     now = now_from_env()
     matches, failures = lookup.find_tasks(ws, key, timeout=timeout)
@@ -186,6 +187,7 @@ def parse_direct(argv: list[str], environ: Mapping[str, str]) -> dict | None:
     return {
         "key": keys[0],
         "workspace": Path(workspace) if workspace else DEFAULT_WORKSPACE,
+        "workspace_given": bool(workspace),
         "db": cmd.get("db") or root.get("db"),
         "blobs": cmd.get("blobs") or root.get("blobs"),
         "json": root["json"] or cmd["json"],
