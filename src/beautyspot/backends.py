@@ -12,21 +12,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .workspace import is_server_url  # the one test of a URL, re-exported here
+
 if TYPE_CHECKING:
     from .db import SQLiteTaskDB
     from .postgres import PostgresTaskDB
 
 ENV_VAR = "BEAUTYSPOT_DB"
-SERVER_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_server_url(text: object) -> bool:
-    """Whether *text* names a PostgreSQL server (``postgresql://`` or ``postgres://``).
-
-    The scheme is matched case-insensitively, as libpq does; paths and ``Path`` objects
-    are never URLs.
-    """
-    return isinstance(text, str) and text.strip().lower().startswith(SERVER_SCHEMES)
 
 
 def open_task_db(

@@ -34,7 +34,7 @@ import stat as stat_mod
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -522,11 +522,17 @@ def _jd_text(jd: float | None) -> str | None:
 
 def _all_refs(reader: TaskReader) -> Counter[str]:
     """How many rows name each (normalized) blob location."""
+    return normalized_counts((location, 1) for location in reader.iter_blob_locations())
+
+
+def normalized_counts(counts: Iterable[tuple[object, int]]) -> Counter[str]:
+    """Rows naming each blob location, from (location as stored, rows) pairs: locations
+    normalized (``./a.bin`` is ``a.bin``), unsafe ones left out."""
     refs: Counter[str] = Counter()
-    for location in reader.iter_blob_locations():
+    for location, n in counts:
         norm = normalize_location(location)
         if norm is not None:
-            refs[norm] += 1
+            refs[norm] += n
     return refs
 
 

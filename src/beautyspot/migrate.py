@@ -35,11 +35,10 @@ from typing import NamedTuple, Protocol
 
 from .errors import StorageError, UnsafePathError, UsageError
 from .reader import TaskReader
-from .storage import LocalStorage
+from .storage import BLOB_SUFFIX, LocalStorage
 from .timeutil import parse_datetime, parse_instant, to_instant
 from .workspace import DBEntry
 
-BLOB_SUFFIX = ".bin"
 FILE = "FILE"
 SKIPPED_SHOWN = 50  # rows listed by key in a report; the count is always complete
 

@@ -16,26 +16,23 @@ comparison is a plain (indexed) range.
 from __future__ import annotations
 
 import datetime as dt
-import math
-import os
-import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import DBError, LockHeldError, UsageError
+from .errors import DBError, UsageError
 from .postgres import (
     LOCK_CLASS,
     LOCK_MAINTENANCE,
-    PostgresTaskDB,
-    _describe,
     _one_line,
     _psycopg,
-    _secrets,
     _storable,
+    acquire_maintenance_lock,
+    configure_session,
+    connection_options,
+    prefix_query,
+    updated_at_of,
 )
-from .readonly import next_prefix
 from .sql import RowFilter, TaskRow
 from .timeutil import format_ts, from_instant, utc_text
 
@@ -119,17 +116,7 @@ class PostgresReader:
         pg = _psycopg()
         self.url = url
         self.timeout = timeout
-        self._secrets = _secrets(url)
-        try:
-            params = pg.conninfo.conninfo_to_dict(url)
-        except pg.psycopg.Error as exc:
-            raise DBError(f"invalid PostgreSQL URL: {_one_line(exc, self._secrets)}") from None
-        self.where = _describe(params)
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if "application_name" not in params:
-            kwargs["application_name"] = f"beautyspot-cli@{socket.gethostname()}:{os.getpid()}"
-        if "connect_timeout" not in params:
-            kwargs["connect_timeout"] = max(2, math.ceil(timeout))
+        self._secrets, self.where, kwargs = connection_options(url, timeout, "beautyspot-cli")
         try:
             self.conn = pg.psycopg.connect(url, **kwargs)
         except pg.psycopg.Error as exc:
@@ -137,12 +124,7 @@ class PostgresReader:
                 f"cannot connect to {self.where}: {_one_line(exc, self._secrets)}"
             ) from None
         try:
-            self.conn.execute(
-                "SELECT set_config('lock_timeout', %s, false),"
-                " set_config('TimeZone', 'UTC', false),"
-                " set_config('default_transaction_read_only', %s, false)",
-                (f"{max(1, int(timeout * 1000))}ms", "off" if writable else "on"),
-            )
+            configure_session(self.conn, timeout, read_only=not writable)
             self.has_table = self._one("SELECT to_regclass('tasks')") is not None
             if require_table and not self.has_table:
                 raise DBError(f"{self.where}: no 'tasks' table (not a beautyspot task DB)")
@@ -185,13 +167,7 @@ class PostgresReader:
     def updated_at_of(self, keys: list[str]) -> dict[str, str]:
         """``updated_at`` (text) of those of *keys* the table holds (none without one):
         what ``migrate --dry-run`` compares against, reading only."""
-        wanted = [k for k in keys if _storable(k)]
-        if not wanted or not self.has_table:
-            return {}
-        rows = self._run(
-            "SELECT cache_key, updated_at FROM tasks WHERE cache_key = ANY(%s)", (wanted,)
-        )
-        return {key: format_ts(updated) for key, updated in rows}
+        return updated_at_of(self._run, keys) if self.has_table else {}
 
     def get_payload(self, key: str) -> bytes | None:
         value = self._one("SELECT result_data FROM tasks WHERE cache_key = %s", (key,))
@@ -201,14 +177,7 @@ class PostgresReader:
         """Keys starting with *prefix*, sorted (byte order), by a PK range."""
         if not _storable(prefix):
             return []
-        upper = next_prefix(prefix) if prefix else None
-        sql = 'SELECT cache_key FROM tasks WHERE cache_key COLLATE "C" >= %s'
-        params: list[Any] = [prefix]
-        if upper is not None:
-            sql += ' AND cache_key COLLATE "C" < %s'
-            params.append(upper)
-        sql += ' ORDER BY cache_key COLLATE "C" LIMIT %s'
-        return [r[0] for r in self._run(sql, (*params, limit))]
+        return [r[0] for r in self._run(*prefix_query(prefix, limit, 'cache_key COLLATE "C"'))]
 
     def list_tasks(self, rfilter: RowFilter, limit: int | None) -> list[TaskRow]:
         """Matching rows, newest first."""
@@ -305,14 +274,10 @@ class PostgresReader:
     def maintenance_lock(self, wait: float) -> Iterator[None]:
         """The database's maintenance lock (the one PostgresTaskDB.maintenance_lock takes):
         one gc/prune/clear at a time per database, whichever machine runs it."""
-        deadline = time.monotonic() + max(0.0, wait)
-        while not self._one("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_MAINTENANCE)):
-            if time.monotonic() >= deadline:
-                holder = PostgresTaskDB._lock_holder(self.conn)
-                raise LockHeldError(
-                    f"another maintenance run holds the lock on {self.where}: {holder}"
-                )
-            time.sleep(_LOCK_POLL)
+        try:
+            acquire_maintenance_lock(self.conn, wait, self.where)
+        except _psycopg().psycopg.Error as exc:
+            raise DBError(f"{self.where}: {_one_line(exc, self._secrets)}") from None
         try:
             yield
         finally:

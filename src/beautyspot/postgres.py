@@ -230,6 +230,78 @@ def _text_ts(value: dt.datetime | None) -> str | None:
     return None if value is None else format_ts(value)
 
 
+def connection_options(url: str, timeout: float, app: str) -> tuple[list[str], str, dict]:
+    """(password forms to redact, ``where`` for messages, psycopg.connect keyword args) of
+    *url*: autocommit, an ``application_name`` of *app*@host:pid naming this process in
+    pg_stat_activity (and in a LockHeldError message), a ``connect_timeout`` from
+    *timeout* (each unless the URL sets it).  An invalid URL is a one-line DBError."""
+    pg = _psycopg()
+    secrets = _secrets(url)
+    try:
+        params = pg.conninfo.conninfo_to_dict(url)
+    except pg.psycopg.Error as exc:
+        raise DBError(f"invalid PostgreSQL URL: {_one_line(exc, secrets)}") from None
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if "application_name" not in params:
+        kwargs["application_name"] = f"{app}@{socket.gethostname()}:{os.getpid()}"
+    if "connect_timeout" not in params:
+        kwargs["connect_timeout"] = max(2, math.ceil(timeout))
+    return secrets, _describe(params), kwargs
+
+
+def configure_session(
+    conn: psycopg.Connection, timeout: float, read_only: bool | None = None
+) -> None:
+    """Every connection's settings: lock waits bounded by *timeout*, UTC; with *read_only*
+    True (False) the session's transactions are (are not) read-only, None leaves the
+    server's default."""
+    sql = "SELECT set_config('lock_timeout', %s, false), set_config('TimeZone', 'UTC', false)"
+    params: tuple = (f"{max(1, int(timeout * 1000))}ms",)
+    if read_only is not None:
+        sql += ", set_config('default_transaction_read_only', %s, false)"
+        params += ("on" if read_only else "off",)
+    conn.execute(sql, params)
+
+
+def acquire_maintenance_lock(conn: psycopg.Connection, wait: float, where: str) -> None:
+    """Take the database's maintenance lock (a session advisory lock) on *conn*, retrying
+    for *wait* seconds; then LockHeldError naming the holder."""
+    deadline = time.monotonic() + max(0.0, wait)
+    while not conn.execute(
+        "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_MAINTENANCE)
+    ).fetchone()[0]:
+        if time.monotonic() >= deadline:
+            raise LockHeldError(
+                f"another maintenance run holds the lock on {where}: "
+                f"{PostgresTaskDB._lock_holder(conn)}"
+            )
+        time.sleep(_LOCK_POLL)
+
+
+def prefix_query(prefix: str, limit: int, key: str) -> tuple[str, tuple]:
+    """SQL and parameters of the keys starting with *prefix* (*key*: the key column in
+    byte order), an index range; at most *limit*, sorted."""
+    end = next_prefix(prefix)
+    if end is None:  # empty, or only U+10FFFF characters: no upper bound exists
+        return (
+            f"SELECT cache_key FROM tasks WHERE {key} >= %s ORDER BY {key} LIMIT %s",
+            (prefix, limit),
+        )
+    return (
+        f"SELECT cache_key FROM tasks WHERE {key} >= %s AND {key} < %s ORDER BY {key} LIMIT %s",
+        (prefix, end, limit),
+    )
+
+
+def updated_at_of(fetch: Callable[[str, Any], list[tuple]], keys: Sequence[str]) -> dict[str, str]:
+    """``updated_at`` (text) of those of *keys* the table holds, through *fetch*."""
+    wanted = [k for k in keys if _storable(k)]
+    if not wanted:
+        return {}
+    rows = fetch("SELECT cache_key, updated_at FROM tasks WHERE cache_key = ANY(%s)", (wanted,))
+    return {key: format_ts(updated) for key, updated in rows}
+
+
 # --------------------------------------------------------------------------- backend
 
 
@@ -260,21 +332,12 @@ class PostgresTaskDB(TaskDBBase):
         self.delete_batch = delete_batch
         self._clock = clock
         self._url = url
-        self._secrets = _secrets(url)
         self._closed = False
         self._lock = threading.Lock()
         self._key_in_c = True  # cache_key's collation is byte order (see init_schema)
-        try:
-            params = pg.conninfo.conninfo_to_dict(url)
-        except pg.psycopg.Error as exc:
-            raise DBError(f"invalid PostgreSQL URL: {_one_line(exc, self._secrets)}") from None
-        self.where = _describe(params)
-        self._kwargs: dict[str, Any] = {"autocommit": True}
-        if "application_name" not in params:
-            # Names this process in pg_stat_activity (and in a LockHeldError message).
-            self._kwargs["application_name"] = f"beautyspot@{socket.gethostname()}:{os.getpid()}"
-        if "connect_timeout" not in params:
-            self._kwargs["connect_timeout"] = max(2, math.ceil(self.timeout))
+        self._secrets, self.where, self._kwargs = connection_options(
+            url, self.timeout, "beautyspot"
+        )
         # A direct connection first: a wrong URL, host or password fails here with libpq's
         # own reason, where the pool would only report a timeout.
         self._connect().close()
@@ -317,10 +380,7 @@ class PostgresTaskDB(TaskDBBase):
         return conn
 
     def _configure(self, conn: psycopg.Connection) -> None:
-        conn.execute(
-            "SELECT set_config('lock_timeout', %s, false), set_config('TimeZone', 'UTC', false)",
-            (f"{max(1, int(self.timeout * 1000))}ms",),
-        )
+        configure_session(conn, self.timeout)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -661,17 +721,7 @@ class PostgresTaskDB(TaskDBBase):
 
     def prefix_query(self, prefix: str, limit: int = MAX_PREFIX_RESULTS) -> tuple[str, tuple]:
         """The SQL and parameters of :meth:`get_keys_start_with` (an index range)."""
-        key = self._key()
-        end = next_prefix(prefix)
-        if end is None:  # empty, or only U+10FFFF characters: no upper bound exists
-            return (
-                f"SELECT cache_key FROM tasks WHERE {key} >= %s ORDER BY {key} LIMIT %s",
-                (prefix, limit),
-            )
-        return (
-            f"SELECT cache_key FROM tasks WHERE {key} >= %s AND {key} < %s ORDER BY {key} LIMIT %s",
-            (prefix, end, limit),
-        )
+        return prefix_query(prefix, limit, self._key())
 
     def get_keys_start_with(self, prefix: str) -> list[str]:
         """Up to 50 keys starting with *prefix*, in byte order; wildcards are literal."""
@@ -702,13 +752,7 @@ class PostgresTaskDB(TaskDBBase):
     def updated_at_of(self, keys: Sequence[str]) -> dict[str, str]:
         """``updated_at`` (text) of those of *keys* the table holds."""
         self._check_open()
-        wanted = [k for k in keys if _storable(k)]
-        if not wanted:
-            return {}
-        rows = self._fetch(
-            "SELECT cache_key, updated_at FROM tasks WHERE cache_key = ANY(%s)", (wanted,)
-        )
-        return {key: format_ts(updated) for key, updated in rows}
+        return updated_at_of(self._fetch, keys)
 
     def iter_keys_updated(
         self, after: str | None = None, batch: int = 5000
@@ -749,19 +793,7 @@ class PostgresTaskDB(TaskDBBase):
         self._check_open()
         conn = self._connect()
         try:
-            deadline = time.monotonic() + max(0.0, wait)
-            while True:
-                got = conn.execute(
-                    "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_MAINTENANCE)
-                ).fetchone()[0]
-                if got:
-                    break
-                if time.monotonic() >= deadline:
-                    raise LockHeldError(
-                        f"another maintenance run holds the lock on {self.where}: "
-                        f"{self._lock_holder(conn)}"
-                    )
-                time.sleep(_LOCK_POLL)
+            acquire_maintenance_lock(conn, wait, self.where)
             try:
                 yield
             finally:

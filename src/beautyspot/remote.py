@@ -34,10 +34,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .errors import UsageError
+from .storage import BLOB_SUFFIX
 from .timeutil import parse_instant, to_instant
 from .workspace import DBEntry, Workspace
 
-BLOB_SUFFIX = ".bin"
 STORE_WORKERS = 16  # concurrent blob deletions on S3
 
 
@@ -195,7 +195,7 @@ def plan_db(
                     named[norm][0] += n
                 else:
                     named[norm] = [n, function, rp.reason]
-        totals = _normalized_counts(r.location_counts()) if named or want_orphans else {}
+        totals = mt.normalized_counts(r.location_counts().items()) if named or want_orphans else {}
     store = open_store(entry.blob_dir)
     if store is None and named:
         raise UsageError(
@@ -263,18 +263,6 @@ def plan_db(
     )
 
 
-def _normalized_counts(raw: dict) -> dict[str, int]:
-    """Rows naming each blob location, locations normalized (unsafe ones left out)."""
-    from .maintenance import normalize_location
-
-    out: dict[str, int] = {}
-    for location, n in raw.items():
-        norm = normalize_location(location)
-        if norm is not None:
-            out[norm] = out.get(norm, 0) + n
-    return out
-
-
 def run_lock(plan, wait: float, timeout: float) -> AbstractContextManager:
     """The advisory locks of every server DB of *plan*, held for the run."""
     from contextlib import ExitStack
@@ -315,11 +303,10 @@ def execute_db(dbp, ctx, timeout: float, batch: int = 5000) -> None:
         for i, kind in enumerate(files.kinds):
             if files.kind_table[kind][1] == mt.ORPHAN:
                 pending[i] = 1
-        candidates = [files.locations[i] for i in range(len(files)) if pending[i]]
+        if not any(pending):
+            return
         # Just before deleting: which of them does a row (still, or newly) name?
-        named_now = set(_normalized_counts(r.location_counts())) if candidates else set()
-    if not any(pending):
-        return
+        named_now = mt.normalized_counts(r.location_counts().items())
     store = open_store(dbp.blob_dir)  # planned files imply a store (plan_db)
     assert store is not None
     todo = []

@@ -53,7 +53,7 @@ class Workspace(namedtuple("Workspace", "root dbs zombies single_db", defaults=(
 
 def is_server_url(text: object) -> bool:
     """``postgresql://`` or ``postgres://`` (any case, as libpq takes them): a task DB on a
-    server, not a file (:mod:`beautyspot.remote`)."""
+    server, not a file (:mod:`beautyspot.remote`); paths and ``Path`` objects never are."""
     return isinstance(text, str) and text.strip().lower().startswith(
         ("postgresql://", "postgres://")
     )
