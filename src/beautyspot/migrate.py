@@ -87,6 +87,19 @@ class MigrationReport(NamedTuple):
         return self.skipped == 0 and self.missing == 0
 
 
+def open_blob_store(target: str, source_dir) -> BlobStore:
+    """``s3://BUCKET/PREFIX`` (the scheme in any case, as ``--blobs`` of the other commands
+    takes it) or a directory the workers share, which must not be the source's own."""
+    if target[:5].lower() == "s3://":
+        from .s3storage import S3Storage
+
+        return S3Storage.from_url(target)
+    store = LocalStorage(target)
+    if store.base_dir == LocalStorage(source_dir).base_dir:
+        raise UsageError(f"--blobs {target} is the source's own blob directory")
+    return store
+
+
 class _Row(NamedTuple):
     values: tuple  # save() order + updated_at, ready for TargetDB.save_many
     instant: int  # updated_at, µs

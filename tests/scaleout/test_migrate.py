@@ -142,8 +142,8 @@ def test_rerun_copies_nothing_and_dry_run_writes_nothing(ws, env, pg_url, s3_buc
     assert (doc["copied"], doc["present"], doc["blobs_copied"], doc["verified"]) == (0, 6, 0, 6)
 
 
-def test_resumes_where_a_partial_copy_stopped(ws, env, pg_url, s3_bucket) -> None:
-    blobs = f"s3://{s3_bucket}/{PREFIX}"
+def test_resumes_where_a_partial_copy_stopped(ws, env, pg_url, s3_bucket, s3_client) -> None:
+    blobs = f"S3://{s3_bucket}/{PREFIX}"  # the scheme in any case, as for gc's --blobs
     half = ws.parent / "half" / "llm.db"
     half.parent.mkdir()
     shutil.copy(ws / "llm.db", half)
@@ -158,6 +158,7 @@ def test_resumes_where_a_partial_copy_stopped(ws, env, pg_url, s3_bucket) -> Non
     doc = report(migrate(env, "-w", ws, "--from", "llm", "--to", pg_url, "--blobs", blobs))
     assert (doc["copied"], doc["present"], doc["verified"], doc["ok"]) == (30, 30, 60, True)
     assert set(target_rows(pg_url)) == set(source_rows(ws / "llm.db"))
+    assert len(s3_objects(s3_client, s3_bucket)) == 6  # llm.db's 6 blobs, in the bucket
 
 
 def test_a_newer_row_in_the_target_wins(ws, env, pg_url) -> None:

@@ -794,20 +794,6 @@ def verify_cmd(
 # --------------------------------------------------------------------------- migrate
 
 
-def _blob_store(target: str, source_dir: Path):
-    """``s3://bucket/prefix`` or a directory shared by the workers (not the source's)."""
-    if target.startswith("s3://"):
-        from ..s3storage import S3Storage
-
-        return S3Storage.from_url(target)
-    from ..storage import LocalStorage
-
-    store = LocalStorage(target)
-    if store.base_dir == LocalStorage(source_dir).base_dir:
-        raise UsageError(f"--blobs {target} is the source's own blob directory")
-    return store
-
-
 @app.command("migrate")
 def migrate_cmd(
     source: Annotated[
@@ -867,7 +853,7 @@ def migrate_cmd(
     STATE.json = STATE.json or json
     out = Output(json_mode=STATE.json)
     entry = discover(STATE.workspace, source).dbs[0]
-    store = _blob_store(blobs, entry.blob_dir) if blobs else None
+    store = mg.open_blob_store(blobs, entry.blob_dir) if blobs else None
     if dry_run:  # read only: no table created, no migration run
         from ..pgreader import PostgresReader
 
