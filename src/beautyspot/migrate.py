@@ -165,6 +165,24 @@ def _batches(reader: TaskReader, source: LocalStorage, size: int) -> Iterator[li
         yield batch
 
 
+def _copyable(
+    chunk: list, source: LocalStorage
+) -> tuple[list[tuple[_Row, int | None]], list[tuple[str, str]], int]:
+    """A batch split three ways: (row, blob size) of the rows to copy; (key, reason) of
+    those that cannot be; how many are dangling (their blob file is missing: not copied)."""
+    ready, unfit, dangling = [], [], 0
+    for raw, row in chunk:
+        if isinstance(row, str):
+            unfit.append((str(raw[0]), row))
+            continue
+        size = source.size(row.blob) if row.blob is not None else None
+        if row.blob is not None and size is None:
+            dangling += 1
+            continue
+        ready.append((row, size))
+    return ready, unfit, dangling
+
+
 def migrate(
     entry: DBEntry,
     target: TargetDB,
@@ -211,18 +229,10 @@ def migrate(
             )
         for chunk in _batches(reader, source, batch):
             rows += len(chunk)
-            ready: list[tuple[_Row, int | None]] = []
-            for raw, row in chunk:
-                if isinstance(row, str):
-                    skipped += 1
-                    if len(shown) < SKIPPED_SHOWN:
-                        shown.append((str(raw[0]), row))
-                    continue
-                size = source.size(row.blob) if row.blob is not None else None
-                if row.blob is not None and size is None:
-                    dangling += 1
-                    continue
-                ready.append((row, size))
+            ready, unfit, missing_blob = _copyable(chunk, source)
+            skipped += len(unfit)
+            shown += unfit[: SKIPPED_SHOWN - len(shown)]
+            dangling += missing_blob
             have = _instants(target, [row for row, _size in ready])
             to_copy = []
             for row, size in ready:
@@ -277,14 +287,7 @@ def verify_copy(
     found = missing = 0
     with TaskReader(entry.path, timeout) as reader:
         for chunk in _batches(reader, source, batch):
-            ready = []
-            for _raw, row in chunk:
-                if isinstance(row, str):
-                    continue
-                size = source.size(row.blob) if row.blob is not None else None
-                if row.blob is not None and size is None:
-                    continue  # dangling at the source: not copied
-                ready.append((row, size))
+            ready, _unfit, _dangling = _copyable(chunk, source)
             have = _instants(target, [row for row, _size in ready])
             for row, size in ready:
                 theirs = have.get(row.values[0])
